@@ -1,0 +1,36 @@
+# Two commands do all set-up on a fresh machine:
+#   make demo   -- the main job on the embedded synthetic corpus
+#   make test   -- the test suite
+# Both create .venv if missing and install the pinned dependencies once (a stamp file
+# records the install; it is redone only when a requirements file or pyproject changes).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.deps-installed
+DEMO_DIR ?= demo_out
+
+.PHONY: install test test-fast demo bench clean-demo
+
+$(STAMP): requirements/requirements.txt requirements/constraints.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -c requirements/constraints.txt -r requirements/requirements.txt
+	$(PY) -m pip install -q -c requirements/constraints.txt --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+demo: $(STAMP)
+	bash scripts/demo.sh $(DEMO_DIR)
+
+bench: $(STAMP)
+	bash scripts/bench.sh
+
+clean-demo:
+	rm -rf $(DEMO_DIR)

@@ -1,0 +1,1 @@
+"""Data layer: find DEAM, decode audio, datasets, synthetic corpus."""

@@ -1,0 +1,1 @@
+"""Models: MambaVision (pure PyTorch, optional CUDA scan) and timm baselines."""
