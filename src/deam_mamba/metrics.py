@@ -1,0 +1,467 @@
+"""Regression metrics for valence/arousal: pure functions on numpy arrays (torch tensors accepted).
+
+Scales. The metrics themselves are scale-agnostic, but the numbers they produce are only
+meaningful on a stated scale: static DEAM labels (per-song means) are on **1-9**, dynamic
+2 Hz annotations on **[-1, 1]**. Callers map model outputs back to the label scale *before*
+calling these functions (never report metrics on normalised targets); ``regression_metrics``
+and ``mediaeval2015_metrics`` write the ``scale`` label into their result and check that the
+true values lie on it.
+
+Shapes. Every metric takes ``y_true`` and ``y_pred`` of the same shape, ``[N]`` (returns a float)
+or ``[N, D]`` (returns ``np.ndarray [D]``, one value per column, e.g. valence and arousal).
+
+Undefined values (documented, never silently replaced):
+- ``pearson_r`` is ``nan`` when either side is constant (zero variance) or ``N < 2``.
+- ``ccc`` (Lin's concordance, population variances) is well defined when only one side is
+  constant (it is then 0 if the other varies); it is ``nan`` only when both sides are constant
+  *and* equal (0 / 0).
+- ``r2`` is ``nan`` when ``y_true`` is constant (scikit-learn's ``r2_score`` returns 0 or 1
+  there by convention; we do not invent a value).
+NaN or infinite inputs raise :class:`LabelError`; so do mismatched shapes.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from .errors import ConfigError, LabelError
+
+__all__ = [
+    "METRIC_NAMES", "SCALES", "mse", "rmse", "mae", "pearson_r", "ccc", "r2", "bootstrap_ci",
+    "regression_metrics", "mediaeval2015_metrics", "flat_metrics", "ccc_loss", "masked_mse",
+]
+
+#: Metric names in report order.
+METRIC_NAMES: tuple[str, ...] = ("mse", "rmse", "mae", "pearson_r", "ccc", "r2")
+#: Known scale labels and the range the *true* values must lie in.
+SCALES: dict[str, tuple[float, float]] = {"1-9": (1.0, 9.0), "[-1, 1]": (-1.0, 1.0)}
+_SCALE_TOL = 1e-6
+
+
+# --- input handling -----------------------------------------------------------------------
+
+
+def _to_numpy(x: Any, what: str) -> np.ndarray:
+    """Any array-like or torch tensor -> float64 numpy array."""
+    if isinstance(x, torch.Tensor):
+        x = x.detach().to("cpu", torch.float64).numpy()
+    try:
+        return np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise LabelError(f"{what} is not a numeric array: {exc}") from None
+
+
+def _check_finite(a: np.ndarray, what: str) -> None:
+    bad = ~np.isfinite(a)
+    if bad.any():
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise LabelError(
+            f"{what} has {int(bad.sum())} NaN/infinite value(s) (first at index {first}); "
+            "remove or mask them before computing metrics"
+        )
+
+
+def _pair(y_true: Any, y_pred: Any) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Validate and return ``(y [N, D], p [N, D], was_1d)``."""
+    y = _to_numpy(y_true, "y_true")
+    p = _to_numpy(y_pred, "y_pred")
+    if y.shape != p.shape:
+        raise LabelError(f"shape mismatch: y_true has shape {y.shape}, y_pred has shape {p.shape}")
+    if y.ndim not in (1, 2):
+        raise LabelError(f"expected arrays of shape [N] or [N, D], got shape {y.shape}")
+    if y.shape[0] == 0:
+        raise LabelError(f"cannot compute metrics on zero samples (shape {y.shape})")
+    _check_finite(y, "y_true")
+    _check_finite(p, "y_pred")
+    was_1d = y.ndim == 1
+    if was_1d:
+        y, p = y[:, None], p[:, None]
+    return y, p, was_1d
+
+
+def _out(v: np.ndarray, was_1d: bool) -> float | np.ndarray:
+    return float(v[0]) if was_1d else v
+
+
+# --- batched cores: [..., N, D] -> [..., D], reducing over the sample axis -2 ---------------
+
+
+def _moments(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, ...]:
+    my, mp = y.mean(-2), p.mean(-2)
+    dy, dp = y - my[..., None, :], p - mp[..., None, :]
+    vy, vp = (dy * dy).mean(-2), (dp * dp).mean(-2)
+    y_const = y.max(-2) == y.min(-2)  # exact test: float round-off cannot fake a variance
+    p_const = p.max(-2) == p.min(-2)
+    cov = np.where(y_const | p_const, 0.0, (dy * dp).mean(-2))
+    return my, mp, vy, vp, cov, y_const, p_const
+
+
+def _mse_core(y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    return ((p - y) ** 2).mean(-2)
+
+
+def _rmse_core(y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    return np.sqrt(_mse_core(y, p))
+
+
+def _mae_core(y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    return np.abs(p - y).mean(-2)
+
+
+def _pearson_core(y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    _, _, vy, vp, cov, y_const, p_const = _moments(y, p)
+    undefined = y_const | p_const | (y.shape[-2] < 2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = cov / np.sqrt(vy * vp)
+    return np.where(undefined, np.nan, np.clip(r, -1.0, 1.0))
+
+
+def _ccc_core(y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    my, mp, vy, vp, cov, _, _ = _moments(y, p)
+    den = vy + vp + (my - mp) ** 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        c = 2.0 * cov / den
+    return np.where(den > 0, c, np.nan)
+
+
+def _r2_core(y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    ss_res = ((y - p) ** 2).sum(-2)
+    my = y.mean(-2)
+    ss_tot = ((y - my[..., None, :]) ** 2).sum(-2)
+    y_const = y.max(-2) == y.min(-2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = 1.0 - ss_res / ss_tot
+    return np.where(y_const, np.nan, r)
+
+
+_CORES: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+    "mse": _mse_core, "rmse": _rmse_core, "mae": _mae_core,
+    "pearson_r": _pearson_core, "ccc": _ccc_core, "r2": _r2_core,
+}
+
+
+# --- public point metrics -----------------------------------------------------------------
+
+
+def mse(y_true: Any, y_pred: Any) -> float | np.ndarray:
+    """Mean squared error, in squared label units. ``[N]`` -> float, ``[N, D]`` -> ``[D]``."""
+    y, p, one = _pair(y_true, y_pred)
+    return _out(_mse_core(y, p), one)
+
+
+def rmse(y_true: Any, y_pred: Any) -> float | np.ndarray:
+    """Root mean squared error, in label units (1-9 points for static, [-1, 1] units for dynamic)."""
+    y, p, one = _pair(y_true, y_pred)
+    return _out(_rmse_core(y, p), one)
+
+
+def mae(y_true: Any, y_pred: Any) -> float | np.ndarray:
+    """Mean absolute error, in label units."""
+    y, p, one = _pair(y_true, y_pred)
+    return _out(_mae_core(y, p), one)
+
+
+def pearson_r(y_true: Any, y_pred: Any) -> float | np.ndarray:
+    """Pearson correlation in [-1, 1]; ``nan`` where either side is constant or N < 2."""
+    y, p, one = _pair(y_true, y_pred)
+    return _out(_pearson_core(y, p), one)
+
+
+def ccc(y_true: Any, y_pred: Any) -> float | np.ndarray:
+    """Lin's concordance correlation ``2 cov / (var_t + var_p + (mean_t - mean_p)^2)``.
+
+    Population (ddof=0) moments. In [-1, 1]; 0 when exactly one side is constant; ``nan`` only
+    when both sides are constant and equal.
+    """
+    y, p, one = _pair(y_true, y_pred)
+    return _out(_ccc_core(y, p), one)
+
+
+def r2(y_true: Any, y_pred: Any) -> float | np.ndarray:
+    """Coefficient of determination ``1 - SS_res / SS_tot`` (can be negative); ``nan`` if y_true is constant."""
+    y, p, one = _pair(y_true, y_pred)
+    return _out(_r2_core(y, p), one)
+
+
+# --- bootstrap ----------------------------------------------------------------------------
+
+
+def _boot_indices(n_items: int, n: int, seed: int) -> np.ndarray:
+    """``[n, n_items]`` resample indices (items drawn with replacement), deterministic in seed."""
+    return np.random.default_rng(seed).integers(0, n_items, size=(n, n_items))
+
+
+def _check_boot_args(n: int, alpha: float) -> None:
+    if int(n) < 1:
+        raise ConfigError(f"bootstrap needs at least 1 resample, got n={n}")
+    if not 0.0 < float(alpha) < 1.0:
+        raise ConfigError(f"bootstrap alpha must be in (0, 1), got {alpha}")
+
+
+def _boot_many(
+    names: Sequence[str], y: np.ndarray, p: np.ndarray, n: int, seed: int, alpha: float,
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Percentile intervals of several metrics on the SAME song resamples. ``y, p: [N, D]``.
+
+    Resamples are processed in blocks so memory stays ~O(4M floats) whatever N is.
+    """
+    idx = _boot_indices(y.shape[0], n, seed)
+    block = max(1, 4_000_000 // max(1, y.size))
+    stats: dict[str, list[np.ndarray]] = {k: [] for k in names}
+    for s in range(0, n, block):
+        b = idx[s : s + block]
+        yb, pb = y[b], p[b]  # [B, N, D]
+        for k in names:
+            stats[k].append(_CORES[k](yb, pb))
+    out = {}
+    q = [alpha / 2.0, 1.0 - alpha / 2.0]
+    for k, parts in stats.items():
+        vals = np.concatenate(parts, axis=0)  # [n, D]
+        lo_hi = np.full((2, vals.shape[1]), np.nan)
+        ok = np.isfinite(vals).any(axis=0)
+        if ok.any():
+            lo_hi[:, ok] = np.nanquantile(vals[:, ok], q, axis=0)
+        out[k] = (lo_hi[0], lo_hi[1])
+    return out
+
+
+def bootstrap_ci(
+    metric: str | Callable[[np.ndarray, np.ndarray], Any],
+    y: Any,
+    p: Any,
+    n: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> tuple[float | np.ndarray, float | np.ndarray]:
+    """Percentile bootstrap ``(1 - alpha)`` interval of a metric, resampling rows (songs) with replacement.
+
+    ``metric`` is a name from :data:`METRIC_NAMES` (vectorised: all resamples at once) or any
+    callable ``f(y_true, y_pred)`` (called once per resample). ``y, p``: ``[N]`` or ``[N, D]``, one
+    row per song. Resamples where the metric is undefined (``nan``) are left out of the quantiles;
+    the interval is ``nan`` if all are. Returns ``(low, high)``, floats or ``[D]`` arrays.
+    """
+    _check_boot_args(n, alpha)
+    yy, pp, one = _pair(y, p)
+    if isinstance(metric, str):
+        if metric not in _CORES:
+            raise ConfigError(f"unknown metric {metric!r}; known: {', '.join(METRIC_NAMES)}")
+        lo, hi = _boot_many([metric], yy, pp, n, seed, alpha)[metric]
+        return _out(lo, one), _out(hi, one)
+    idx = _boot_indices(yy.shape[0], n, seed)
+    vals = np.array([np.atleast_1d(np.asarray(metric(yy[i], pp[i]), dtype=np.float64)) for i in idx])
+    vals = vals.reshape(n, -1)
+    lo_hi = np.full((2, vals.shape[1]), np.nan)
+    ok = np.isfinite(vals).any(axis=0)
+    if ok.any():
+        lo_hi[:, ok] = np.nanquantile(vals[:, ok], [alpha / 2.0, 1.0 - alpha / 2.0], axis=0)
+    return _out(lo_hi[0], vals.shape[1] == 1), _out(lo_hi[1], vals.shape[1] == 1)
+
+
+# --- summaries ----------------------------------------------------------------------------
+
+
+def _check_scale(y: np.ndarray, scale: str, what: str) -> None:
+    if scale not in SCALES:
+        return
+    lo, hi = SCALES[scale]
+    if y.min() < lo - _SCALE_TOL or y.max() > hi + _SCALE_TOL:
+        raise LabelError(
+            f"{what} spans [{y.min():.4g}, {y.max():.4g}] but the scale is {scale!r} "
+            f"([{lo:g}, {hi:g}]): were normalised targets passed? Map predictions and labels "
+            "back to the label scale before computing metrics"
+        )
+
+
+def _num(x: float) -> float | None:
+    """JSON-friendly float: ``nan`` -> ``None``."""
+    x = float(x)
+    return None if not np.isfinite(x) else x
+
+
+def regression_metrics(
+    y_true: Any,
+    y_pred: Any,
+    names: Sequence[str] = ("valence", "arousal"),
+    scale: str = "1-9",
+    bootstrap: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> dict[str, Any]:
+    """All metrics per dimension with bootstrap CIs over songs. ``y_true, y_pred: [N, len(names)]``.
+
+    ``scale`` labels the units (``"1-9"`` static, ``"[-1, 1]"`` dynamic); for a known scale the
+    true values must lie on it (catches metrics computed on normalised targets). ``bootstrap=0``
+    skips the intervals (fast, e.g. per-epoch validation). Undefined values are ``None``.
+
+    Returns ``{"kind": "regression", "scale", "n", "names", "bootstrap": {...},
+    <name>: {<metric>: {"value", "ci_low", "ci_high"}}, "mean_ccc"}``.
+    """
+    y, p, one = _pair(y_true, y_pred)
+    names = list(names)
+    if one or y.shape[1] != len(names):
+        raise LabelError(
+            f"expected arrays of shape [N, {len(names)}] for dimensions {names}, got {tuple(np.shape(y_true))}"
+        )
+    _check_scale(y, scale, "y_true")
+    values = {k: _CORES[k](y, p) for k in METRIC_NAMES}
+    cis = None
+    if bootstrap:
+        _check_boot_args(bootstrap, alpha)
+        cis = _boot_many(METRIC_NAMES, y, p, int(bootstrap), seed, alpha)
+    out: dict[str, Any] = {
+        "kind": "regression",
+        "scale": scale,
+        "n": int(y.shape[0]),
+        "names": names,
+        "bootstrap": {
+            "n": int(bootstrap), "seed": int(seed), "alpha": float(alpha),
+            "method": "percentile; songs resampled with replacement",
+        },
+    }
+    for d, name in enumerate(names):
+        out[name] = {
+            k: {
+                "value": _num(values[k][d]),
+                "ci_low": _num(cis[k][0][d]) if cis else None,
+                "ci_high": _num(cis[k][1][d]) if cis else None,
+            }
+            for k in METRIC_NAMES
+        }
+    c = values["ccc"]
+    out["mean_ccc"] = _num(np.mean(c)) if np.isfinite(c).all() else None
+    return out
+
+
+def flat_metrics(m: Mapping[str, Any], prefix: str = "") -> dict[str, float | None]:
+    """Flatten a :func:`regression_metrics` result to ``{prefix + "valence_ccc": value, ...}``."""
+    flat: dict[str, float | None] = {}
+    for name in m["names"]:
+        for k, v in m[name].items():
+            flat[f"{prefix}{name}_{k}"] = v["value"]
+    flat[f"{prefix}mean_ccc"] = m.get("mean_ccc")
+    return flat
+
+
+def mediaeval2015_metrics(
+    per_song_true: Mapping[Any, Any],
+    per_song_pred: Mapping[Any, Any],
+    names: Sequence[str] = ("valence", "arousal"),
+    scale: str = "[-1, 1]",
+) -> dict[str, Any]:
+    """MediaEval 2015 dynamic-task measures: per-song RMSE and Pearson r, averaged over songs.
+
+    ``per_song_*``: ``{song_id: [K, len(names)]}`` curves on the 2 Hz grid, same keys, same K
+    per song, on [-1, 1]. Songs with K = 0 are counted (``n_empty``) and left out. Pearson r is
+    undefined for a song whose true or predicted curve is constant (or K < 2): it is averaged
+    over the songs where it is defined and the others are counted (``n_undefined``).
+    """
+    names = list(names)
+    missing_p = sorted(set(per_song_true) - set(per_song_pred), key=str)
+    missing_t = sorted(set(per_song_pred) - set(per_song_true), key=str)
+    if missing_p or missing_t:
+        raise LabelError(
+            f"per-song curves do not match: {len(missing_p)} song(s) without predictions "
+            f"{missing_p[:5]}, {len(missing_t)} prediction(s) without labels {missing_t[:5]}"
+        )
+    rmses: list[np.ndarray] = []
+    rs: list[np.ndarray] = []
+    n_empty = 0
+    for sid in sorted(per_song_true, key=str):
+        t = _to_numpy(per_song_true[sid], f"true curve of song {sid}")
+        q = _to_numpy(per_song_pred[sid], f"predicted curve of song {sid}")
+        if t.shape != q.shape or t.ndim != 2 or t.shape[1] != len(names):
+            raise LabelError(
+                f"song {sid}: expected true and predicted curves of shape [K, {len(names)}], "
+                f"got {t.shape} and {q.shape}"
+            )
+        if t.shape[0] == 0:
+            n_empty += 1
+            continue
+        _check_finite(t, f"true curve of song {sid}")
+        _check_finite(q, f"predicted curve of song {sid}")
+        _check_scale(t, scale, f"true curve of song {sid}")
+        rmses.append(_rmse_core(t, q))
+        rs.append(_pearson_core(t, q))
+    out: dict[str, Any] = {
+        "kind": "mediaeval2015", "scale": scale, "names": names,
+        "n_songs": len(rmses), "n_empty": n_empty,
+    }
+    R = np.array(rmses).reshape(-1, len(names))
+    C = np.array(rs).reshape(-1, len(names))
+    for d, name in enumerate(names):
+        r_ok = C[np.isfinite(C[:, d]), d]
+        out[name] = {
+            "rmse": {
+                "mean": _num(R[:, d].mean()) if len(R) else None,
+                "std": _num(R[:, d].std()) if len(R) else None,
+                "n": int(len(R)),
+            },
+            "pearson_r": {
+                "mean": _num(r_ok.mean()) if len(r_ok) else None,
+                "std": _num(r_ok.std()) if len(r_ok) else None,
+                "n_defined": int(len(r_ok)),
+                "n_undefined": int(len(C) - len(r_ok)),
+            },
+        }
+    return out
+
+
+# --- differentiable losses for the training engine -----------------------------------------
+
+
+def _flat_rows(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None):
+    """``[..., D]`` tensors (+ optional row mask ``[...]``) -> ``([M, D], [M, D])`` valid rows."""
+    if pred.shape != target.shape:
+        raise LabelError(f"shape mismatch: pred has shape {tuple(pred.shape)}, target {tuple(target.shape)}")
+    d = pred.shape[-1]
+    p, t = pred.reshape(-1, d), target.reshape(-1, d)
+    if mask is not None:
+        if tuple(mask.shape) != tuple(pred.shape[:-1]):
+            raise LabelError(f"mask shape {tuple(mask.shape)} must be {tuple(pred.shape[:-1])}")
+        m = mask.reshape(-1).bool()
+        p, t = p[m], t[m]
+    return p, t
+
+
+def ccc_loss(
+    pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None, eps: float = 1e-8,
+) -> torch.Tensor:
+    """Differentiable ``1 - CCC`` per dimension, averaged over dimensions (scalar in [0, 2]).
+
+    ``pred, target: [N, D]`` (or ``[B, K, D]`` with a row ``mask [B, K]`` selecting valid
+    steps). Population moments over the valid rows; ``eps`` keeps a batch with zero variance
+    finite. Scale-invariant in the sense that it works on normalised or label-scale targets.
+    """
+    p, t = _flat_rows(pred, target, mask)
+    if p.shape[0] == 0:
+        return pred.sum() * 0.0 + 1.0
+    mp, mt = p.mean(0), t.mean(0)
+    vp, vt = p.var(0, unbiased=False), t.var(0, unbiased=False)
+    cov = ((p - mp) * (t - mt)).mean(0)
+    c = 2.0 * cov / (vp + vt + (mp - mt) ** 2 + eps)
+    return (1.0 - c).mean()
+
+
+def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean squared error over valid elements. ``pred, target: [..., D]``; ``mask``: ``[...]`` (rows)
+    or ``[..., D]`` (elements), bool. Masked-out targets may be NaN (padding): they are replaced
+    before the subtraction, so they poison neither the loss nor its gradient. No valid element ->
+    a zero that still has a graph.
+    """
+    if pred.shape != target.shape:
+        raise LabelError(f"shape mismatch: pred has shape {tuple(pred.shape)}, target {tuple(target.shape)}")
+    if mask is None:
+        return ((pred - target) ** 2).mean()
+    m = mask.bool()
+    if m.shape == pred.shape[:-1]:
+        m = m.unsqueeze(-1).expand_as(pred)
+    elif m.shape != pred.shape:
+        raise LabelError(
+            f"mask shape {tuple(mask.shape)} must be {tuple(pred.shape[:-1])} or {tuple(pred.shape)}"
+        )
+    safe_t = torch.where(m, target, pred.detach())
+    sq = torch.where(m, (pred - safe_t) ** 2, torch.zeros_like(pred))
+    n = m.sum()
+    return sq.sum() / n.clamp(min=1)
