@@ -16,9 +16,104 @@ from .errors import DeamError
 # --- subcommands --------------------------------------------------------------------------
 
 
+def _cmd_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="metrics (bootstrap 95%% CIs), report and plots of a trained run",
+                       description="Evaluate RUN_DIR on a split of its own data (same cache, split and features "
+                                   "as training). Static runs: MSE, RMSE, MAE, r, CCC, R² per dimension on the 1-9 "
+                                   "scale; dynamic runs: MediaEval 2015 per-song RMSE and r on [-1, 1].")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument("--out", default=None, help="output folder (default RUN_DIR/eval, or RUN_DIR/eval_<split>)")
+    p.add_argument("--which", default="best", choices=["best", "last"], help="checkpoint to evaluate")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CIs (0: none)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--force", action="store_true", help="overwrite a non-empty --out folder")
+
+    def run(a: argparse.Namespace) -> int:
+        from .evaluate import evaluate_run, summary_lines
+
+        m = evaluate_run(a.run_dir, split=a.split, out_dir=a.out, which=a.which, bootstrap=a.bootstrap,
+                         device=a.device, batch_size=a.batch_size, force=a.force)
+        print("\n".join(summary_lines(m)))
+        print(f"report: {m['paths'].get('report', m['paths'])}")
+        return 0
+
+    p.set_defaults(func=run)
+
+
+def _cmd_predict(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict", help="valence/arousal (1-9) and a 2 Hz curve for audio files or folders",
+                       description="Predict song-level valence and arousal and a 2 Hz curve for any "
+                                   "mp3/wav/flac/ogg (files or folders, recursive). Unreadable files are reported "
+                                   "and skipped; the exit code is non-zero only if nothing could be predicted.")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("audio", metavar="AUDIO", nargs="+", help="audio files or folders")
+    p.add_argument("--out", default=None, help="write predictions to a .csv or .json file (default: print)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --out file")
+    p.add_argument("--batch-size", type=int, default=16, help="chunks per forward pass")
+    p.add_argument("--hop-seconds", type=float, default=None, help="chunk hop (default: the run's eval hop)")
+    p.add_argument("--which", default="best", choices=["best", "last"])
+    p.add_argument("--device", default="cpu")
+
+    def run(a: argparse.Namespace) -> int:
+        from pathlib import Path
+
+        from .errors import OutputExistsError
+        from .inference import predict_paths, predictions_to_json, write_predictions
+
+        if a.out and Path(a.out).exists() and not a.force:  # fail before any work
+            raise OutputExistsError(f"{a.out} already exists; pass --force to overwrite it or choose another --out")
+        res = predict_paths(a.run_dir, a.audio, which=a.which, device=a.device, batch_size=a.batch_size,
+                            hop_seconds=a.hop_seconds)
+        for s in res.skipped:
+            print(f"deam-mamba predict: skipped {s['path']}: {s['reason']}", file=sys.stderr)
+        if a.out:
+            write_predictions(res, a.out, force=a.force)
+            print(f"{len(res.predictions)} song(s) predicted, {len(res.skipped)} skipped -> {a.out}")
+        else:
+            for pr in res.predictions:
+                print(f"{pr.source}\tvalence {pr.valence:.3f}\tarousal {pr.arousal:.3f}\t(scale {pr.song_scale}, "
+                      f"{pr.duration_s:.1f} s, curve {len(pr.curve_times_s)} points at 2 Hz on {pr.curve_scale})")
+            if not res.predictions:
+                print(predictions_to_json(res), end="")
+        return 0 if res.predictions else 1
+
+    p.set_defaults(func=run)
+
+
+def _cmd_compare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("compare", help="train + evaluate MambaVision, timm baselines and ridge on one split",
+                       description="Train and evaluate several models from ONE config (only model.name changes) "
+                                   "plus a ridge regression on mel statistics; write comparison.md/.json.")
+    p.add_argument("--config", required=True, help="YAML config (e.g. configs/demo.yaml)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every model")
+    p.add_argument("--models", default="mambavision_audio,resnet18,efficientnet_b0,vit_audio",
+                   help="comma-separated model names (the ridge baseline is added unless --no-ridge)")
+    p.add_argument("--no-ridge", action="store_true", help="leave out the ridge baseline")
+    p.add_argument("--out", default="compare_out", help="output folder (runs/<model>, comparison.md/.json)")
+    p.add_argument("--bootstrap", type=int, default=1000)
+    p.add_argument("--force", action="store_true", help="overwrite a non-empty --out folder")
+
+    def run(a: argparse.Namespace) -> int:
+        from .compare import run_comparison, summary_lines
+
+        models = [m.strip() for m in a.models.split(",") if m.strip()]
+        res = run_comparison(a.config, a.overrides, models=models, out_dir=a.out, force=a.force,
+                             bootstrap=a.bootstrap, ridge=not a.no_ridge)
+        print("\n".join(summary_lines(res["rows"])))
+        print(f"table: {res['paths'].get('markdown', res['paths'])}")
+        return 0
+
+    p.set_defaults(func=run)
+
+
 # (each helper adds its _cmd_* function above this line)
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _cmd_evaluate,
+    _cmd_predict,
+    _cmd_compare,
 ]
 
 

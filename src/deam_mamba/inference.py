@@ -1,0 +1,364 @@
+"""Song-level prediction from a trained run: audio of any length -> valence/arousal + a 2 Hz curve.
+
+The path mirrors training exactly: wave ``[C, T]`` at the run's sample rate -> log-mel in dB
+(:class:`deam_mamba.features.LogMel`, the run's :class:`FeatureConfig`) -> normalised with the
+run's training statistics (:class:`NormStats`) -> chunks of ``chunk_seconds`` every
+``hop_seconds`` (a song shorter than one chunk is padded, never refused) -> the model in batches.
+
+Scales (never mixed):
+
+* static runs predict one (valence, arousal) per chunk on the 1-9 scale (the model works on
+  ``(y - 5) / 4``; mapped back here). The song value is the mean over chunks; the 2 Hz curve is the
+  chunk predictions placed at the chunk centres and linearly interpolated at 0, 0.5, 1.0, ... s.
+* dynamic runs predict ``K = 2 * chunk_seconds`` (valence, arousal) pairs per chunk at the 2 Hz
+  annotation times inside it, on DEAM's dynamic [-1, 1] scale; overlapping chunks are averaged per
+  time step. The song value is the mean of that curve, on [-1, 1] as well (``song_scale`` says so).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+
+from .data.audio import AUDIO_EXTENSIONS, load_audio
+from .errors import AudioDecodeError, DeamError, OutputExistsError
+from .io import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+STATIC_SCALE = "1-9"
+DYNAMIC_SCALE = "[-1, 1]"
+CURVE_HZ = 2.0
+STATIC_CENTER, STATIC_HALF_RANGE = 5.0, 4.0  # targets are trained as (y - 5) / 4
+
+
+def denormalise_static(p: np.ndarray) -> np.ndarray:
+    """Model outputs on the training scale ``(y - 5) / 4`` -> the 1-9 scale."""
+    return np.asarray(p, dtype=np.float64) * STATIC_HALF_RANGE + STATIC_CENTER
+
+
+# --- chunking ------------------------------------------------------------------------------
+
+
+def chunk_starts(n_frames: int, chunk_frames: int, hop_frames: int) -> np.ndarray:
+    """Start frames of the chunks covering ``n_frames``: every ``hop_frames``, plus one final chunk
+    flush with the end so the tail is never dropped. A song shorter than a chunk gives ``[0]``."""
+    if chunk_frames <= 0 or hop_frames <= 0:
+        raise ValueError(f"chunk_frames ({chunk_frames}) and hop_frames ({hop_frames}) must be > 0")
+    if n_frames <= chunk_frames:
+        return np.zeros(1, dtype=np.int64)
+    starts = list(range(0, n_frames - chunk_frames + 1, hop_frames))
+    if starts[-1] + chunk_frames < n_frames:
+        starts.append(n_frames - chunk_frames)
+    return np.asarray(starts, dtype=np.int64)
+
+
+def make_chunks(feats: torch.Tensor, chunk_frames: int, hop_frames: int, pad_value: float = 0.0
+                ) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    """Cut ``feats [n_mels, F]`` into ``[N, 1, n_mels, chunk_frames]``.
+
+    Returns ``(chunks, start_frames [N], valid_frames [N])``; a song shorter than one chunk is padded
+    on the right with ``pad_value`` (0 = the training mean once normalised).
+    """
+    n_mels, n_frames = feats.shape
+    starts = chunk_starts(n_frames, chunk_frames, hop_frames)
+    if n_frames < chunk_frames:
+        padded = feats.new_full((n_mels, chunk_frames), pad_value)
+        padded[:, :n_frames] = feats
+        feats = padded
+    idx = torch.as_tensor(starts)[:, None] + torch.arange(chunk_frames)[None, :]
+    chunks = feats[:, idx].permute(1, 0, 2).unsqueeze(1).contiguous()
+    valid = np.minimum(n_frames - starts, chunk_frames)
+    return chunks, starts, valid
+
+
+# --- results -------------------------------------------------------------------------------
+
+
+@dataclass
+class SongPrediction:
+    """One song: song-level values and a 2 Hz curve (``curve_times_s`` in seconds from the start)."""
+
+    source: str
+    duration_s: float
+    valence: float
+    arousal: float
+    song_scale: str
+    curve_times_s: np.ndarray
+    curve_valence: np.ndarray
+    curve_arousal: np.ndarray
+    curve_scale: str
+    n_chunks: int
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for k in ("curve_times_s", "curve_valence", "curve_arousal"):
+            d[k] = [round(float(v), 5) for v in np.asarray(d[k])]
+        for k in ("duration_s", "valence", "arousal"):
+            d[k] = round(float(d[k]), 5)
+        return d
+
+
+@dataclass
+class PredictionRun:
+    """All files of one ``predict`` call: the predictions and the files that could not be read."""
+
+    predictions: list[SongPrediction] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    run_dir: str | None = None
+    mode: str = "static"
+
+
+# --- the predictor -------------------------------------------------------------------------
+
+
+class Predictor:
+    """Wraps a trained model with its feature pipeline; see the module docstring for the scales.
+
+    ``model`` maps ``[B, 1, n_mels, chunk_frames]`` to ``[B, 2]`` (static, normalised targets) or
+    ``[B, 2 * K]`` / ``[B, K, 2]`` (dynamic, [-1, 1]); ``norm`` is the run's training NormStats
+    (``None``: features are used un-normalised, as a run trained without them).
+    """
+
+    def __init__(self, model: torch.nn.Module, feature_config: Any, norm: Any = None, mode: str = "static",
+                 chunk_seconds: float = 5.0, hop_seconds: float | None = None, device: str | torch.device = "cpu",
+                 batch_size: int = 16):
+        from .features import LogMel
+
+        if mode not in ("static", "dynamic"):
+            raise DeamError(f"unknown run mode {mode!r}: expected 'static' or 'dynamic'")
+        if batch_size < 1:
+            raise DeamError(f"--batch-size must be >= 1, got {batch_size}")
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.feature_config = feature_config
+        self.norm = norm
+        self.mode = mode
+        self.batch_size = int(batch_size)
+        self.sample_rate = int(feature_config.sample_rate)
+        self.frames_per_second = self.sample_rate / float(feature_config.hop_length)
+        self.chunk_seconds = float(chunk_seconds)
+        self.hop_seconds = float(hop_seconds if hop_seconds else chunk_seconds / 2.0)
+        if self.hop_seconds <= 0:
+            raise DeamError(f"hop_seconds must be > 0, got {self.hop_seconds}")
+        self.chunk_frames = int(round(self.chunk_seconds * self.frames_per_second))
+        self.hop_frames = max(1, int(round(self.hop_seconds * self.frames_per_second)))
+        self.logmel = LogMel(feature_config).to(self.device).eval()
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path, which: str = "best", device: str = "cpu", batch_size: int = 16,
+                 hop_seconds: float | None = None) -> "Predictor":
+        """Load ``run_dir`` with :func:`deam_mamba.checkpoint.load_run` and build the predictor."""
+        from .checkpoint import load_run
+
+        run = load_run(run_dir, which=which)
+        chunk_s, hop_s = run_chunking(run.config)
+        pred = cls(run.model, run.feature_config, run.norm_stats, mode=run.mode, chunk_seconds=chunk_s,
+                   hop_seconds=hop_seconds or hop_s, device=device, batch_size=batch_size)
+        pred.run_dir = str(run_dir)
+        return pred
+
+    # -- model on chunks --
+
+    @torch.no_grad()
+    def predict_chunks(self, chunks: torch.Tensor) -> np.ndarray:
+        """``chunks [N, 1, n_mels, chunk_frames]`` (normalised) -> raw outputs ``[N, D]`` float64."""
+        outs = []
+        for i in range(0, chunks.shape[0], self.batch_size):
+            xb = chunks[i:i + self.batch_size].to(self.device, torch.float32)
+            outs.append(self.model(xb).float().reshape(xb.shape[0], -1).cpu())
+        return torch.cat(outs).double().numpy()
+
+    def features(self, wave: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """``wave [C, T]`` (or ``[T]``) float32 at the run's rate -> normalised log-mel ``[n_mels, F]``."""
+        w = torch.as_tensor(np.asarray(wave, dtype=np.float32))
+        if w.ndim == 1:
+            w = w[None]
+        if w.shape[0] > 1:  # the model was trained on mono
+            w = w.mean(dim=0, keepdim=True)
+        with torch.no_grad():
+            mel = self.logmel(w[None].to(self.device))[0, 0]  # [n_mels, F] dB
+        return self.normalise(mel)
+
+    def normalise(self, mel: torch.Tensor) -> torch.Tensor:
+        """Apply the run's training statistics to ``mel [n_mels, F]`` (dB)."""
+        if self.norm is None:
+            return mel.float()
+        out = self.norm.apply(mel)
+        return torch.as_tensor(out, dtype=torch.float32, device=mel.device)
+
+    def predict_features(self, feats: torch.Tensor, source: str = "") -> SongPrediction:
+        """Normalised ``feats [n_mels, F]`` of one song -> :class:`SongPrediction`."""
+        n_frames = int(feats.shape[-1])
+        duration = n_frames / self.frames_per_second
+        chunks, starts, valid = make_chunks(feats, self.chunk_frames, self.hop_frames)
+        raw = self.predict_chunks(chunks)
+        start_s = starts / self.frames_per_second
+        grid = np.arange(0.0, max(duration, 1.0 / CURVE_HZ) - 1e-9, 1.0 / CURVE_HZ)
+        if self.mode == "static":
+            va = denormalise_static(raw[:, :2])  # [N, 2] on 1-9
+            song = va.mean(axis=0)
+            centres = start_s + np.minimum(valid, self.chunk_frames) / self.frames_per_second / 2.0
+            curve = np.stack([np.interp(grid, centres, va[:, d]) for d in range(2)], axis=1)
+            song_scale = curve_scale = STATIC_SCALE
+        else:
+            curve = dynamic_curve(raw, start_s, self.chunk_seconds, grid)
+            song = np.nanmean(curve, axis=0)
+            song_scale = curve_scale = DYNAMIC_SCALE
+        return SongPrediction(source=source, duration_s=float(duration), valence=float(song[0]),
+                              arousal=float(song[1]), song_scale=song_scale, curve_times_s=grid,
+                              curve_valence=curve[:, 0], curve_arousal=curve[:, 1], curve_scale=curve_scale,
+                              n_chunks=int(chunks.shape[0]))
+
+    def predict_wave(self, wave: np.ndarray | torch.Tensor, source: str = "") -> SongPrediction:
+        """``wave [C, T]`` float32 in [-1, 1] at ``self.sample_rate`` Hz -> :class:`SongPrediction`."""
+        return self.predict_features(self.features(wave), source=source)
+
+    def predict_file(self, path: str | Path) -> SongPrediction:
+        """Decode any mp3/wav/flac/ogg (any rate/channels) and predict; AudioDecodeError if unreadable."""
+        wave = load_audio(path, target_sr=self.sample_rate, mono=True)
+        return self.predict_wave(wave, source=str(path))
+
+    def predict_files(self, paths: Sequence[str | Path], progress: bool = True) -> PredictionRun:
+        """Predict every file; unreadable ones go to ``skipped`` (path, reason) and are logged."""
+        from tqdm.auto import tqdm
+
+        result = PredictionRun(run_dir=getattr(self, "run_dir", None), mode=self.mode)
+        for path in tqdm(list(paths), desc="predict", unit="file", disable=not progress):
+            try:
+                result.predictions.append(self.predict_file(path))
+            except AudioDecodeError as exc:
+                log.warning("skipping %s: %s", path, exc.reason)
+                result.skipped.append({"path": str(path), "reason": exc.reason})
+        return result
+
+
+def dynamic_curve(raw: np.ndarray, start_s: np.ndarray, chunk_seconds: float, grid: np.ndarray) -> np.ndarray:
+    """Average the per-chunk 2 Hz predictions ``raw [N, 2K]`` (pairs (valence, arousal) at
+    ``start + k / 2`` s, k < K) onto ``grid`` (2 Hz, s) -> ``[len(grid), 2]`` on [-1, 1].
+    Grid points no chunk covers (none, normally) take the nearest covered value."""
+    n = raw.shape[0]
+    k = raw.shape[1] // 2
+    per = raw.reshape(n, k, 2)
+    acc = np.zeros((len(grid), 2))
+    cnt = np.zeros(len(grid))
+    for i in range(n):
+        idx = np.rint((start_s[i] + np.arange(k) / CURVE_HZ) * CURVE_HZ).astype(np.int64)
+        ok = (idx >= 0) & (idx < len(grid))
+        np.add.at(acc, idx[ok], per[i][ok])
+        np.add.at(cnt, idx[ok], 1.0)
+    covered = cnt > 0
+    curve = np.full((len(grid), 2), np.nan)
+    curve[covered] = acc[covered] / cnt[covered, None]
+    if covered.any() and not covered.all():
+        for d in range(2):
+            curve[~covered, d] = np.interp(grid[~covered], grid[covered], curve[covered, d])
+    return curve
+
+
+def run_chunking(config: Any) -> tuple[float, float | None]:
+    """``(chunk_seconds, eval hop_seconds)`` from a run's resolved config (attribute or dict access)."""
+    chunks = _get(config, "chunks", None)
+    chunk_s = float(_get(chunks, "chunk_seconds", 5.0) or 5.0)
+    hop = _get(chunks, "eval_hop_seconds", None) or _get(chunks, "hop_seconds", None)
+    return chunk_s, (float(hop) if hop else None)
+
+
+def _get(obj: Any, key: str, default: Any) -> Any:
+    if obj is None:
+        return default
+    if isinstance(obj, dict):
+        return obj.get(key, default)
+    return getattr(obj, key, default)
+
+
+# --- inputs and outputs --------------------------------------------------------------------
+
+
+def collect_audio_files(inputs: Iterable[str | Path]) -> tuple[list[Path], list[dict[str, str]]]:
+    """Expand files and folders (recursively, over :data:`AUDIO_EXTENSIONS`) into a sorted list.
+
+    Returns ``(files, missing)``: inputs that do not exist are reported, not raised, so the rest still
+    run. A folder with no audio in it is reported too.
+    """
+    files: list[Path] = []
+    missing: list[dict[str, str]] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in AUDIO_EXTENSIONS)
+            if not found:
+                missing.append({"path": str(p), "reason": f"folder has no audio files ({', '.join(AUDIO_EXTENSIONS)})"})
+            files.extend(found)
+        elif p.is_file():
+            files.append(p)
+        else:
+            missing.append({"path": str(p), "reason": "no such file or folder"})
+    unique: dict[Path, Path] = {}
+    for f in files:  # a file named twice (or via a folder and directly) is predicted once
+        unique.setdefault(f.resolve(), f)
+    return list(unique.values()), missing
+
+
+def predictions_to_json(result: PredictionRun) -> str:
+    """The whole run as JSON: scales, one record per song (with its curve), and the skipped files."""
+    doc = {
+        "run_dir": result.run_dir,
+        "mode": result.mode,
+        "song_scale": DYNAMIC_SCALE if result.mode == "dynamic" else STATIC_SCALE,
+        "curve_scale": DYNAMIC_SCALE if result.mode == "dynamic" else STATIC_SCALE,
+        "curve_hz": CURVE_HZ,
+        "predictions": [p.to_dict() for p in result.predictions],
+        "skipped": result.skipped,
+    }
+    return json.dumps(doc, indent=2) + "\n"
+
+
+def predictions_to_csv(result: PredictionRun) -> str:
+    """One row per song: file, duration, song valence/arousal, scales, and the 2 Hz curves as
+    ``;``-separated lists (times in s). Skipped files are rows with an empty prediction and a reason."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["file", "duration_s", "valence", "arousal", "song_scale", "n_chunks", "curve_scale",
+                "curve_times_s", "curve_valence", "curve_arousal", "skipped_reason"])
+    for p in result.predictions:
+        d = p.to_dict()
+        w.writerow([d["source"], d["duration_s"], d["valence"], d["arousal"], d["song_scale"], d["n_chunks"],
+                    d["curve_scale"], ";".join(map(str, d["curve_times_s"])),
+                    ";".join(map(str, d["curve_valence"])), ";".join(map(str, d["curve_arousal"])), ""])
+    for s in result.skipped:
+        w.writerow([s["path"], "", "", "", "", "", "", "", "", "", s["reason"]])
+    return buf.getvalue()
+
+
+def write_predictions(result: PredictionRun, out: str | Path, force: bool = False) -> Path:
+    """Write ``.json`` or ``.csv`` (by suffix) atomically; refuse an existing file unless ``force``."""
+    out = Path(out)
+    fmt = out.suffix.lower()
+    if fmt not in (".json", ".csv"):
+        raise DeamError(f"--out {out}: unknown output format {out.suffix!r}; use a .csv or .json file name")
+    if out.exists() and not force:
+        raise OutputExistsError(f"{out} already exists; pass --force to overwrite it or choose another --out")
+    text = predictions_to_json(result) if fmt == ".json" else predictions_to_csv(result)
+    atomic_write_text(out, text)
+    return out
+
+
+def predict_paths(run_dir: str | Path, inputs: Sequence[str | Path], which: str = "best", device: str = "cpu",
+                  batch_size: int = 16, hop_seconds: float | None = None, progress: bool = True) -> PredictionRun:
+    """The ``predict`` command's library call: load the run, expand the inputs, predict every file."""
+    files, missing = collect_audio_files(inputs)
+    for m in missing:
+        log.warning("skipping %s: %s", m["path"], m["reason"])
+    predictor = Predictor.from_run(run_dir, which=which, device=device, batch_size=batch_size,
+                                   hop_seconds=hop_seconds)
+    result = predictor.predict_files(files, progress=progress)
+    result.skipped = missing + result.skipped
+    return result
