@@ -1,0 +1,316 @@
+"""``DEAMHandler``: find DEAM on disk (path, ``DEAM_ROOT`` or kagglehub), read its labels, split it.
+
+Labels come on two scales that must never be mixed in one loss:
+
+* :meth:`DEAMHandler.static_labels` — song-level means/stds on the **1–9** scale (``STATIC_SCALE``);
+* :meth:`DEAMHandler.dynamic_labels` — 2 Hz values from 15 s on the **[-1, 1]** scale (``DYNAMIC_SCALE``).
+
+Inconsistencies (labels without audio, audio without labels, NaN or out-of-range labels,
+duplicate ids, unreadable CSV rows) are listed in :attr:`DEAMHandler.problems`; the songs they
+affect are excluded from :attr:`DEAMHandler.ids` — never dropped silently.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from ..errors import AudioDecodeError, ConfigError, DatasetNotFoundError, OutputExistsError, UnknownSongError
+from ..io import atomic_write_text
+from .annotations import (DYNAMIC_SCALE, STATIC_COLUMNS, STATIC_SCALE, Problem, check_static, locate,
+                          parse_dynamic, parse_static, scan_audio)
+from .audio import audio_duration, load_audio
+
+log = logging.getLogger(__name__)
+
+KAGGLE_HANDLE = "imsparsh/deam-mediaeval-dataset-emotional-analysis-in-music"
+ENV_VAR = "DEAM_ROOT"
+OFFICIAL_TEST_IDS = (2001, 2058)  # MediaEval 2015 test songs; ids <= 2000 are the development set
+SPLITS = ("official2015", "random")
+__all__ = ["DEAMHandler", "Problem", "resolve_root", "STATIC_SCALE", "DYNAMIC_SCALE", "KAGGLE_HANDLE", "ENV_VAR"]
+
+_WHAT_TO_DO = (f"Pass the folder explicitly (DEAMHandler(root=...) / deam-mamba info DATA_ROOT) or set "
+               f"{ENV_VAR}=/path/to/deam. Without the real DEAM, make a synthetic one: "
+               f"`deam-mamba synth --out DIR` then `export {ENV_VAR}=DIR`.")
+
+
+def resolve_root(root: str | os.PathLike | None = None) -> Path:
+    """The DEAM root: explicit ``root``, else ``$DEAM_ROOT``, else a kagglehub download (lazy import)."""
+    if root is not None:
+        source = "the root you passed"
+    elif os.environ.get(ENV_VAR, "").strip():
+        root, source = os.environ[ENV_VAR].strip(), f"${ENV_VAR}"
+    else:
+        root, source = _kagglehub_download(), f"kagglehub ({KAGGLE_HANDLE})"
+    path = Path(root).expanduser()
+    if not path.exists():
+        raise DatasetNotFoundError(f"DEAM root {path} (from {source}) does not exist. {_WHAT_TO_DO}")
+    if not path.is_dir():
+        raise DatasetNotFoundError(f"DEAM root {path} (from {source}) is not a folder. {_WHAT_TO_DO}")
+    return path.resolve()
+
+
+def _kagglehub_download() -> str:
+    try:
+        import kagglehub
+
+        return str(kagglehub.dataset_download(KAGGLE_HANDLE))
+    except Exception as exc:  # noqa: BLE001 - any failure (no network, no credentials) is reported
+        raise DatasetNotFoundError(
+            f"no DEAM root given and ${ENV_VAR} is not set, so kagglehub.dataset_download({KAGGLE_HANDLE!r}) "
+            f"was tried and failed: {type(exc).__name__}: {exc}. {_WHAT_TO_DO}"
+        ) from exc
+
+
+class DEAMHandler:
+    """The DEAM dataset on disk. ``ids``: sorted song ids that have audio AND valid static labels.
+
+    ``root``: the folder holding the Kaggle download (any nesting); ``None`` -> ``$DEAM_ROOT`` ->
+    kagglehub. Construction reads only the CSVs and lists the audio folder (no decoding).
+    """
+
+    def __init__(self, root: str | os.PathLike | None = None):
+        self.root: Path = resolve_root(root)
+        self.layout = locate(self.root)
+        self.problems: list[Problem] = []
+        self._audio, problems = scan_audio(self.layout.audio_dir)
+        self.problems += problems
+        self._static: dict[int, dict[str, float]] = {}
+        self._read_static()
+        self._times_s = np.zeros(0)
+        self._dyn: dict[str, dict[int, np.ndarray]] = {"valence": {}, "arousal": {}}
+        self._read_dynamic()
+        excluded = {p.song_id for p in self.problems if p.song_id is not None}
+        self.ids: list[int] = sorted(set(self._audio) & set(self._static) - excluded)
+        if self.problems:
+            log.warning("DEAM at %s: %d problem(s) (%s); see handler.problems / `deam-mamba info`",
+                        self.root, len(self.problems), self._problem_counts())
+        log.info("DEAM at %s: %d songs with audio and static labels", self.root, len(self.ids))
+
+    # --- parsing ---------------------------------------------------------------------------
+    def _read_static(self) -> None:
+        rows: dict[int, list[tuple[dict[str, float], str]]] = {}
+        for path in self.layout.static_files:
+            parsed, problems = parse_static(path)
+            self.problems += problems
+            for sid, vals, line in parsed:
+                rows.setdefault(sid, []).append((vals, f"{path}:{line}"))
+        for sid, entries in sorted(rows.items()):
+            if len(entries) > 1:
+                where = "; ".join(w for _, w in entries)
+                self.problems.append(Problem("duplicate_id", sid, entries[0][1],
+                                             f"song {sid} has {len(entries)} static label rows ({where})"))
+                continue
+            vals, where = entries[0]
+            bad = check_static(sid, vals, where)
+            if bad:
+                self.problems.append(bad)
+                continue
+            self._static[sid] = vals
+            if sid not in self._audio:
+                self.problems.append(Problem("label_without_audio", sid, where,
+                                             f"song {sid} has static labels but no audio file in "
+                                             f"{self.layout.audio_dir}"))
+        unreadable = {p.song_id for p in self.problems if p.kind == "unreadable_row"}
+        for sid, path in sorted(self._audio.items()):
+            if sid not in rows and sid not in unreadable:
+                self.problems.append(Problem("audio_without_label", sid, str(path),
+                                             f"song {sid} has audio but no static label row"))
+
+    def _read_dynamic(self) -> None:
+        for dim, path in (("valence", self.layout.dynamic_valence), ("arousal", self.layout.dynamic_arousal)):
+            if path is None:
+                self.problems.append(Problem("missing_file", None, f"{dim}.csv",
+                                             f"no dynamic {dim}.csv under {self.layout.annotations_dir}; "
+                                             "dynamic_labels() will return empty arrays"))
+                continue
+            times, values, problems = parse_dynamic(path)
+            self.problems += problems
+            self._dyn[dim] = values
+            if len(times) > len(self._times_s):
+                self._times_s = times
+
+    # --- per-song access -------------------------------------------------------------------
+    def _check(self, song_id: int) -> int:
+        sid = int(song_id)
+        if sid in self.ids:
+            return sid
+        why = [p.message for p in self.problems if p.song_id == sid]
+        if why:
+            raise UnknownSongError(f"song {sid} is excluded from this DEAM copy: {'; '.join(why)}")
+        raise UnknownSongError(f"unknown song id {sid}: DEAM at {self.root} has no such song "
+                               f"(DEAM ids have gaps, e.g. 23, 26, 27, 28; see handler.ids)")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __contains__(self, song_id: object) -> bool:
+        return isinstance(song_id, (int, np.integer)) and int(song_id) in self._id_set
+
+    @property
+    def _id_set(self) -> set[int]:
+        return set(self.ids)
+
+    def __repr__(self) -> str:
+        return f"DEAMHandler(root={str(self.root)!r}, songs={len(self.ids)}, problems={len(self.problems)})"
+
+    def static_labels(self, song_id: int) -> dict[str, float]:
+        """``{valence_mean, valence_std, arousal_mean, arousal_std}`` on the static **1–9** scale."""
+        return dict(self._static[self._check(song_id)])
+
+    def dynamic_labels(self, song_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(times_s [K] float64, valence [K] float32, arousal [K] float32)`` on the dynamic **[-1, 1]** scale.
+
+        2 Hz from 15 s; the NaN tail is removed (K = shorter of the two rows; K may be 0).
+        NOT on the 1–9 scale of :meth:`static_labels`.
+        """
+        sid = self._check(song_id)
+        v = self._dyn["valence"].get(sid, np.zeros(0, np.float32))
+        a = self._dyn["arousal"].get(sid, np.zeros(0, np.float32))
+        k = min(len(v), len(a), len(self._times_s))
+        return self._times_s[:k].copy(), v[:k].copy(), a[:k].copy()
+
+    def audio_path(self, song_id: int) -> Path:
+        """The audio file of a song (also for songs excluded because of label problems)."""
+        sid = int(song_id)
+        if sid in self._audio:
+            return self._audio[sid]
+        return self._audio[self._check(sid)]  # raises UnknownSongError with the reason
+
+    def load_wave(self, song_id: int, target_sr: int = 16_000, mono: bool = True) -> np.ndarray:
+        """Decode a song: ``[C, T]`` float32 at ``target_sr`` Hz (C = 1 if mono). See ``load_audio``."""
+        return load_audio(self.audio_path(self._check(song_id)), target_sr=target_sr, mono=mono)
+
+    # --- splits ----------------------------------------------------------------------------
+    def split(self, name: str = "official2015", seed: int = 0, val_fraction: float = 0.1,
+              fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)) -> dict[str, list[int]]:
+        """Disjoint, seeded ``{"train", "val", "test"}`` lists of song ids (each sorted).
+
+        ``"official2015"``: test = ids 2001..2058, val = a seeded ``val_fraction`` of ids <= 2000.
+        ``"random"``: a seeded permutation cut by ``fractions`` (train, val, test).
+        Same ids + same seed -> same split, in any process (``np.random.default_rng`` on sorted ids).
+        """
+        ids = np.asarray(self.ids, dtype=np.int64)
+        rng = np.random.default_rng(seed)
+        if name == "official2015":
+            if not 0.0 <= val_fraction < 1.0:
+                raise ConfigError(f"val_fraction must be in [0, 1), got {val_fraction}")
+            dev, test = ids[ids <= 2000], ids[ids >= OFFICIAL_TEST_IDS[0]]
+            perm = rng.permutation(len(dev))
+            n_val = int(round(val_fraction * len(dev)))
+            parts = {"train": dev[perm[n_val:]], "val": dev[perm[:n_val]], "test": test}
+        elif name == "random":
+            if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1.0) > 1e-6:
+                raise ConfigError(f"fractions must be 3 non-negative numbers summing to 1, got {fractions}")
+            perm = ids[rng.permutation(len(ids))]
+            n_train = int(round(fractions[0] * len(ids)))
+            n_val = int(round(fractions[1] * len(ids)))
+            parts = {"train": perm[:n_train], "val": perm[n_train:n_train + n_val], "test": perm[n_train + n_val:]}
+        else:
+            raise ConfigError(f"unknown split {name!r}; choose one of {SPLITS} (or use kfold(k, seed))")
+        return {k: sorted(int(i) for i in v) for k, v in parts.items()}
+
+    def kfold(self, k: int = 5, seed: int = 0, ids: Iterable[int] | None = None) -> list[dict[str, list[int]]]:
+        """``k`` seeded folds ``[{"train": [...], "val": [...]}, ...]``; the val sets partition ``ids``."""
+        ids_arr = np.asarray(sorted(self.ids if ids is None else {self._check(i) for i in ids}), dtype=np.int64)
+        if not 2 <= k <= len(ids_arr):
+            raise ConfigError(f"k must be between 2 and the number of songs ({len(ids_arr)}), got {k}")
+        folds = np.array_split(ids_arr[np.random.default_rng(seed).permutation(len(ids_arr))], k)
+        return [{"train": sorted(int(i) for j, f in enumerate(folds) if j != n for i in f),
+                 "val": sorted(int(i) for i in fold)} for n, fold in enumerate(folds)]
+
+    # --- reporting -------------------------------------------------------------------------
+    def _problem_counts(self) -> dict[str, int]:
+        return dict(sorted(Counter(p.kind for p in self.problems).items()))
+
+    def summary(self, durations: bool = False) -> dict:
+        """Counts, id range, label statistics per scale, problems by kind (and durations if asked: slow)."""
+        ids = self.ids
+        stat = {c: np.array([self._static[i][c] for i in ids]) for c in STATIC_COLUMNS}
+        out: dict = {
+            "root": str(self.root),
+            "audio_dir": str(self.layout.audio_dir),
+            "annotations_dir": str(self.layout.annotations_dir),
+            "n_songs": len(ids),
+            "n_audio_files": len(self._audio),
+            "n_static_labels": len(self._static),
+            "n_dynamic_labels": len(set(self._dyn["valence"]) & set(self._dyn["arousal"])),
+            "id_min": ids[0] if ids else None,
+            "id_max": ids[-1] if ids else None,
+            "n_by_year": {"2013 (2-1000)": sum(i <= 1000 for i in ids),
+                          "2014 (1001-2000)": sum(1000 < i <= 2000 for i in ids),
+                          "2015 (2001-2058)": sum(i > 2000 for i in ids)},
+            "static_scale": list(STATIC_SCALE),
+            "static_labels": {c: _stats(v) for c, v in stat.items()},
+            "dynamic_scale": list(DYNAMIC_SCALE),
+            "dynamic_labels": self._dynamic_stats(),
+            "n_problems": len(self.problems),
+            "problems_by_kind": self._problem_counts(),
+        }
+        if durations:
+            out["durations_s"] = _stats(np.array(list(self.check_audio(progress=False).values())))
+        return out
+
+    def _dynamic_stats(self) -> dict:
+        per_song = [self.dynamic_labels(i) for i in self.ids]
+        lens = np.array([len(t) for t, _, _ in per_song])
+        return {"values_per_song": _stats(lens),
+                "valence": _stats(np.concatenate([v for _, v, _ in per_song]) if per_song else np.zeros(0)),
+                "arousal": _stats(np.concatenate([a for _, _, a in per_song]) if per_song else np.zeros(0))}
+
+    def check_audio(self, deep: bool = False, progress: bool = True) -> dict[int, float]:
+        """Read the header (``deep``: decode fully) of every audio file; ``{id: duration_s}`` of readable ones.
+
+        Unreadable files are added to :attr:`problems` (kind ``unreadable_audio``) and leave :attr:`ids`.
+        """
+        from tqdm.auto import tqdm
+
+        durations: dict[int, float] = {}
+        known = {(p.kind, p.song_id) for p in self.problems}
+        for sid, path in tqdm(sorted(self._audio.items()), desc="checking audio", disable=not progress):
+            try:
+                durations[sid] = (load_audio(path, target_sr=None).shape[1] / _native_sr(path)
+                                  if deep else audio_duration(path))
+            except AudioDecodeError as exc:
+                if ("unreadable_audio", sid) not in known:
+                    self.problems.append(Problem("unreadable_audio", sid, str(path), exc.reason))
+        bad = {p.song_id for p in self.problems if p.kind == "unreadable_audio"}
+        self.ids = [i for i in self.ids if i not in bad]
+        return durations
+
+    def write_problems(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
+        """Write :attr:`problems` as CSV (``.csv``) or JSON (anything else), atomically."""
+        path = Path(path)
+        if path.exists() and not overwrite:
+            raise OutputExistsError(f"{path} exists; pass overwrite=True (--force) to replace it")
+        rows = [p.to_dict() for p in self.problems]
+        if path.suffix.lower() == ".csv":
+            buf = io.StringIO()
+            writer = csv.DictWriter(buf, fieldnames=["kind", "song_id", "file", "message"], lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(rows)
+            atomic_write_text(path, buf.getvalue())
+        else:
+            atomic_write_text(path, json.dumps(rows, indent=2) + "\n")
+        return path
+
+
+def _native_sr(path: Path) -> int:
+    import soundfile as sf
+
+    return int(sf.info(str(path)).samplerate)
+
+
+def _stats(x: np.ndarray) -> dict[str, float | int]:
+    x = np.asarray(x, dtype=np.float64)
+    if x.size == 0:
+        return {"n": 0}
+    return {"n": int(x.size), "mean": round(float(x.mean()), 4), "std": round(float(x.std()), 4),
+            "min": round(float(x.min()), 4), "max": round(float(x.max()), 4)}
