@@ -2,5 +2,22 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
+
+import pytest
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+@pytest.fixture(scope="session")
+def synth_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Root of a tiny seeded synthetic DEAM corpus, built once per session (~10 s on 2 cores).
+
+    16 excerpts of ~20 s (ids 2..1009, DEAM gaps included) + 3 full songs of ~27-53 s
+    (ids 2001..2003): dynamic labels exist (from 15 s), official2015 and random splits are
+    non-empty. Read-only for tests: copy it before changing anything.
+    """
+    from deam_mamba.data.synth import synthesize
+
+    root = tmp_path_factory.mktemp("synth") / "deam"
+    return synthesize(root, songs=16, seconds=20.0, full_songs=3, seed=0, workers=2, progress=False)

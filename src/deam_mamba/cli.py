@@ -108,9 +108,34 @@ def _cmd_compare(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _cmd_synth(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("synth", help="write a synthetic DEAM-shaped corpus (Kaggle layout, MP3 + CSVs)")
+    p.add_argument("--out", required=True, help="folder to create (must be absent or empty unless --force)")
+    p.add_argument("--songs", type=int, default=200, help="45 s excerpts, ids <= 2000 (default 200)")
+    p.add_argument("--seconds", type=float, default=45.0, help="excerpt length in seconds (default 45)")
+    p.add_argument("--full-songs", type=int, default=None, help="full-length songs, ids 2001.. (default 5%% of --songs)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=None, help="parallel processes (default: all CPUs)")
+    p.add_argument("--force", action="store_true", help="replace a non-empty --out folder")
+
+    def run(a: argparse.Namespace) -> int:
+        import json
+
+        from .data.synth import synthesize
+
+        root = synthesize(a.out, songs=a.songs, seconds=a.seconds, full_songs=a.full_songs, seed=a.seed,
+                          workers=a.workers, force=a.force)
+        info = json.loads((root / "synth_info.json").read_text())
+        print(f"wrote {len(info['song_ids'])} songs ({info['songs']} excerpts, {info['full_songs']} full) to {root}")
+        return 0
+
+    p.set_defaults(func=run)
+
+
 # (each helper adds its _cmd_* function above this line)
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _cmd_synth,
     _cmd_evaluate,
     _cmd_predict,
     _cmd_compare,
