@@ -145,7 +145,7 @@ class Predictor:
         self.sample_rate = int(feature_config.sample_rate)
         self.frames_per_second = self.sample_rate / float(feature_config.hop_length)
         self.chunk_seconds = float(chunk_seconds)
-        self.hop_seconds = float(hop_seconds if hop_seconds else chunk_seconds / 2.0)
+        self.hop_seconds = float(hop_seconds if hop_seconds else chunk_seconds)
         if self.hop_seconds <= 0:
             raise DeamError(f"hop_seconds must be > 0, got {self.hop_seconds}")
         self.chunk_frames = int(round(self.chunk_seconds * self.frames_per_second))
@@ -158,7 +158,7 @@ class Predictor:
         """Load ``run_dir`` with :func:`deam_mamba.checkpoint.load_run` and build the predictor."""
         from .checkpoint import load_run
 
-        run = load_run(run_dir, which=which)
+        run = load_run(run_dir, which=which, device=device)
         chunk_s, hop_s = run_chunking(run.config)
         pred = cls(run.model, run.feature_config, run.norm_stats, mode=run.mode, chunk_seconds=chunk_s,
                    hop_seconds=hop_seconds or hop_s, device=device, batch_size=batch_size)
@@ -183,6 +183,9 @@ class Predictor:
             w = w[None]
         if w.shape[0] > 1:  # the model was trained on mono
             w = w.mean(dim=0, keepdim=True)
+        min_len = int(self.feature_config.n_fft)
+        if w.shape[-1] < min_len:  # a few ms of audio: pad with silence so one frame exists
+            w = torch.nn.functional.pad(w, (0, min_len - w.shape[-1]))
         with torch.no_grad():
             mel = self.logmel(w[None].to(self.device))[0, 0]  # [n_mels, F] dB
         return self.normalise(mel)
@@ -194,10 +197,13 @@ class Predictor:
         out = self.norm.apply(mel)
         return torch.as_tensor(out, dtype=torch.float32, device=mel.device)
 
-    def predict_features(self, feats: torch.Tensor, source: str = "") -> SongPrediction:
-        """Normalised ``feats [n_mels, F]`` of one song -> :class:`SongPrediction`."""
+    def predict_features(self, feats: torch.Tensor, source: str = "", duration_s: float | None = None
+                         ) -> SongPrediction:
+        """Normalised ``feats [n_mels, F]`` of one song -> :class:`SongPrediction`.
+
+        ``duration_s`` defaults to ``(F - 1) / frames_per_second`` (centred frames)."""
         n_frames = int(feats.shape[-1])
-        duration = n_frames / self.frames_per_second
+        duration = float(duration_s) if duration_s is not None else max(n_frames - 1, 1) / self.frames_per_second
         chunks, starts, valid = make_chunks(feats, self.chunk_frames, self.hop_frames)
         raw = self.predict_chunks(chunks)
         start_s = starts / self.frames_per_second
@@ -219,7 +225,8 @@ class Predictor:
 
     def predict_wave(self, wave: np.ndarray | torch.Tensor, source: str = "") -> SongPrediction:
         """``wave [C, T]`` float32 in [-1, 1] at ``self.sample_rate`` Hz -> :class:`SongPrediction`."""
-        return self.predict_features(self.features(wave), source=source)
+        n_samples = int(np.shape(wave)[-1])
+        return self.predict_features(self.features(wave), source=source, duration_s=n_samples / self.sample_rate)
 
     def predict_file(self, path: str | Path) -> SongPrediction:
         """Decode any mp3/wav/flac/ogg (any rate/channels) and predict; AudioDecodeError if unreadable."""
@@ -264,10 +271,12 @@ def dynamic_curve(raw: np.ndarray, start_s: np.ndarray, chunk_seconds: float, gr
 
 
 def run_chunking(config: Any) -> tuple[float, float | None]:
-    """``(chunk_seconds, eval hop_seconds)`` from a run's resolved config (attribute or dict access)."""
+    """``(chunk_seconds, eval hop_seconds or None)`` from a run's resolved config (attribute or dict access).
+
+    The hop is the one the engine validates with, so ``evaluate`` reproduces its song-level numbers."""
     chunks = _get(config, "chunks", None)
     chunk_s = float(_get(chunks, "chunk_seconds", 5.0) or 5.0)
-    hop = _get(chunks, "eval_hop_seconds", None) or _get(chunks, "hop_seconds", None)
+    hop = _get(chunks, "eval_hop_seconds", None)  # what the engine validates with (None = chunk_seconds)
     return chunk_s, (float(hop) if hop else None)
 
 
