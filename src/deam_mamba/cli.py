@@ -36,7 +36,7 @@ def _cmd_evaluate(sub: argparse._SubParsersAction) -> None:
         m = evaluate_run(a.run_dir, split=a.split, out_dir=a.out, which=a.which, bootstrap=a.bootstrap,
                          device=a.device, batch_size=a.batch_size, force=a.force)
         print("\n".join(summary_lines(m)))
-        print(f"report: {m['paths'].get('report', m['paths'])}")
+        print(f"report: {m['paths'].get('report_md', m['paths'])}")
         return 0
 
     p.set_defaults(func=run)
@@ -102,7 +102,7 @@ def _cmd_compare(sub: argparse._SubParsersAction) -> None:
         res = run_comparison(a.config, a.overrides, models=models, out_dir=a.out, force=a.force,
                              bootstrap=a.bootstrap, ridge=not a.no_ridge)
         print("\n".join(summary_lines(res["rows"])))
-        print(f"table: {res['paths'].get('markdown', res['paths'])}")
+        print(f"table: {res['paths'].get('comparison_md', res['paths'])}")
         return 0
 
     p.set_defaults(func=run)
