@@ -41,11 +41,11 @@ def _metric_row(name: str, kind: str, params: int | None, train_s: float, metric
     return row
 
 
-def _train(cfg: Any, run_dir: Path, progress: bool) -> Any:
+def _train(cfg: Any, run_dir: Path) -> Any:
     """Train one run through the engine (the same call ``deam-mamba train`` makes)."""
     from .engine import train
 
-    return train(cfg, run_dir=run_dir, progress=progress)
+    return train(cfg, run_dir)
 
 
 def ridge_row(cfg: Any, bootstrap: int = 1000, seed: int = 0) -> dict[str, Any]:
@@ -92,7 +92,7 @@ def run_comparison(config: str | Path, overrides: Sequence[str] = (), models: Se
         raise ConfigError(f"unknown model(s) {unknown}; available: {', '.join(sorted(known))}")
     rows: list[dict[str, Any]] = []
     for name in [m for m in models if m != RIDGE]:
-        ovr = list(overrides) + [f"model.name={name}"]
+        ovr = list(overrides) + [f"model.name={name}"] + ([] if progress else ["train.progress=false"])
         if name != base.model.name:  # kwargs in the config belong to its own model
             ovr.append("model.kwargs={}")
         cfg = load_config(config, ovr)
@@ -103,7 +103,7 @@ def run_comparison(config: str | Path, overrides: Sequence[str] = (), models: Se
             shutil.rmtree(run_dir)
         log.info("compare: training %s into %s", name, run_dir)
         t0 = time.perf_counter()
-        _train(cfg, run_dir, progress)
+        _train(cfg, run_dir)
         train_s = time.perf_counter() - t0
         m = evaluate_run(run_dir, split="test", bootstrap=bootstrap, progress=progress)
         from .checkpoint import load_run
