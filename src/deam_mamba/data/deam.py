@@ -26,7 +26,7 @@ from ..errors import AudioDecodeError, ConfigError, DatasetNotFoundError, Output
 from ..io import atomic_write_text
 from .annotations import (DYNAMIC_SCALE, STATIC_COLUMNS, STATIC_SCALE, Problem, check_static, locate,
                           parse_dynamic, parse_static, scan_audio)
-from .audio import audio_duration, load_audio
+from .audio import audio_info, load_audio
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +87,7 @@ class DEAMHandler:
         self._times_s = np.zeros(0)
         self._dyn: dict[str, dict[int, np.ndarray]] = {"valence": {}, "arousal": {}}
         self._read_dynamic()
+        self._durations: dict[int, float] | None = None
         excluded = {p.song_id for p in self.problems if p.song_id is not None}
         self.ids: list[int] = sorted(set(self._audio) & set(self._static) - excluded)
         if self.problems:
@@ -104,7 +105,7 @@ class DEAMHandler:
                 rows.setdefault(sid, []).append((vals, f"{path}:{line}"))
         for sid, entries in sorted(rows.items()):
             if len(entries) > 1:
-                where = "; ".join(w for _, w in entries)
+                where = "; ".join(Path(w).name for _, w in entries)
                 self.problems.append(Problem("duplicate_id", sid, entries[0][1],
                                              f"song {sid} has {len(entries)} static label rows ({where})"))
                 continue
@@ -231,7 +232,11 @@ class DEAMHandler:
         return dict(sorted(Counter(p.kind for p in self.problems).items()))
 
     def summary(self, durations: bool = False) -> dict:
-        """Counts, id range, label statistics per scale, problems by kind (and durations if asked: slow)."""
+        """Counts, id range, label statistics per scale, problems by kind.
+
+        Durations (``durations_s``) are included after :meth:`check_audio` ran, or if ``durations=True``
+        (reads every audio header: seconds for the full DEAM).
+        """
         ids = self.ids
         stat = {c: np.array([self._static[i][c] for i in ids]) for c in STATIC_COLUMNS}
         out: dict = {
@@ -254,8 +259,10 @@ class DEAMHandler:
             "n_problems": len(self.problems),
             "problems_by_kind": self._problem_counts(),
         }
-        if durations:
-            out["durations_s"] = _stats(np.array(list(self.check_audio(progress=False).values())))
+        if durations and self._durations is None:
+            self.check_audio(progress=False)
+        if self._durations is not None:
+            out["durations_s"] = _stats(np.array(list(self._durations.values())))
         return out
 
     def _dynamic_stats(self) -> dict:
@@ -276,11 +283,12 @@ class DEAMHandler:
         known = {(p.kind, p.song_id) for p in self.problems}
         for sid, path in tqdm(sorted(self._audio.items()), desc="checking audio", disable=not progress):
             try:
-                durations[sid] = (load_audio(path, target_sr=None).shape[1] / _native_sr(path)
-                                  if deep else audio_duration(path))
+                seconds, sr, _ = audio_info(path)
+                durations[sid] = load_audio(path, target_sr=None).shape[1] / sr if deep else seconds
             except AudioDecodeError as exc:
                 if ("unreadable_audio", sid) not in known:
                     self.problems.append(Problem("unreadable_audio", sid, str(path), exc.reason))
+        self._durations = durations
         bad = {p.song_id for p in self.problems if p.kind == "unreadable_audio"}
         self.ids = [i for i in self.ids if i not in bad]
         return durations
@@ -302,15 +310,43 @@ class DEAMHandler:
         return path
 
 
-def _native_sr(path: Path) -> int:
-    import soundfile as sf
-
-    return int(sf.info(str(path)).samplerate)
-
-
 def _stats(x: np.ndarray) -> dict[str, float | int]:
     x = np.asarray(x, dtype=np.float64)
     if x.size == 0:
         return {"n": 0}
     return {"n": int(x.size), "mean": round(float(x.mean()), 4), "std": round(float(x.std()), 4),
             "min": round(float(x.min()), 4), "max": round(float(x.max()), 4)}
+
+
+def format_summary(summary: dict, problems: list[Problem], max_problems: int | None = 50) -> str:
+    """Human-readable text of :meth:`DEAMHandler.summary` and the problem list (``None``: all)."""
+    s = summary
+    lines = [f"DEAM root:    {s['root']}", f"audio:        {s['audio_dir']}", f"annotations:  {s['annotations_dir']}",
+             f"songs:        {s['n_songs']} with audio + static labels (ids {s['id_min']}..{s['id_max']}); "
+             f"{s['n_audio_files']} audio files, {s['n_static_labels']} valid static rows, "
+             f"{s['n_dynamic_labels']} dynamic rows",
+             "by year:      " + ", ".join(f"{k}: {v}" for k, v in s["n_by_year"].items())]
+    if "durations_s" in s and s["durations_s"].get("n"):
+        d = s["durations_s"]
+        lines.append(f"durations:    {d['min']:.1f}..{d['max']:.1f} s (mean {d['mean']:.1f} s, n={d['n']})")
+    lines.append("static labels (song means/stds, 1-9 scale):")
+    for c, st in s["static_labels"].items():
+        if st.get("n"):
+            lines.append(f"  {c:<13} mean {st['mean']:.3f}  std {st['std']:.3f}  range {st['min']:.2f}..{st['max']:.2f}")
+    dyn = s["dynamic_labels"]
+    lines.append(f"dynamic labels (2 Hz from 15 s, [-1, 1] scale): {dyn['values_per_song'].get('mean', 0):.1f} "
+                 f"values/song on average")
+    for c in ("valence", "arousal"):
+        st = dyn[c]
+        if st.get("n"):
+            lines.append(f"  {c:<13} mean {st['mean']:.3f}  std {st['std']:.3f}  range {st['min']:.2f}..{st['max']:.2f}")
+    if not problems:
+        lines.append("problems:     none")
+        return "\n".join(lines)
+    lines.append(f"problems:     {len(problems)} (" + ", ".join(f"{k}: {v}" for k, v in s["problems_by_kind"].items())
+                 + "); the songs concerned are excluded from ids")
+    shown = problems if max_problems is None else problems[:max_problems]
+    lines += [f"  [{p.kind}] {p.message} ({p.file})" for p in shown]
+    if len(shown) < len(problems):
+        lines.append(f"  ... {len(problems) - len(shown)} more (use --all, or --problems-out FILE.csv)")
+    return "\n".join(lines)
