@@ -132,9 +132,44 @@ def _cmd_synth(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _cmd_info(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("info", help="summarise a DEAM copy: songs, label statistics per scale, problems")
+    p.add_argument("data_root", nargs="?", default=None,
+                   help="DEAM folder (any nesting of the Kaggle download); default $DEAM_ROOT, else kagglehub")
+    p.add_argument("--json", action="store_true", help="print the summary and problems as JSON")
+    p.add_argument("--check-audio", action="store_true",
+                   help="read every audio header (adds durations; unreadable files become problems)")
+    p.add_argument("--deep", action="store_true", help="with --check-audio: decode every file fully (slow)")
+    p.add_argument("--all", action="store_true", help="list every problem (default: the first 50)")
+    p.add_argument("--problems-out", default=None, help="also write the problems to this .csv or .json file")
+    p.add_argument("--force", action="store_true", help="overwrite --problems-out if it exists")
+
+    def run(a: argparse.Namespace) -> int:
+        import json
+
+        from .data.deam import DEAMHandler, format_summary
+
+        handler = DEAMHandler(a.data_root)
+        if a.check_audio:
+            handler.check_audio(deep=a.deep)
+        summary = handler.summary()
+        if a.problems_out:
+            handler.write_problems(a.problems_out, overwrite=a.force)
+        if a.json:
+            print(json.dumps({"summary": summary, "problems": [p.to_dict() for p in handler.problems]}, indent=2))
+        else:
+            print(format_summary(summary, handler.problems, max_problems=None if a.all else 50))
+            if a.problems_out:
+                print(f"problems written to {a.problems_out}")
+        return 0
+
+    p.set_defaults(func=run)
+
+
 # (each helper adds its _cmd_* function above this line)
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _cmd_info,
     _cmd_synth,
     _cmd_evaluate,
     _cmd_predict,
