@@ -50,6 +50,8 @@ def test_chunk_starts_cover_the_tail_and_pad_short_songs():
     assert chunk_starts(1000, 300, 300).tolist() == [0, 300, 600, 700]
     assert chunk_starts(900, 300, 300).tolist() == [0, 300, 600]
     assert chunk_starts(120, 300, 150).tolist() == [0]
+    assert chunk_starts(1037, 300, 300, align_frames=50).tolist() == [0, 300, 600, 700]  # 0.5 s grid
+    assert chunk_starts(920, 300, 300, align_frames=50).tolist() == [0, 300, 600]  # aligned tail adds nothing
     feats = torch.arange(64 * 120, dtype=torch.float32).reshape(64, 120)
     chunks, starts, valid = make_chunks(feats, 300, 150)
     assert chunks.shape == (1, 1, 64, 300) and valid.tolist() == [120]

@@ -47,28 +47,31 @@ def denormalise_static(p: np.ndarray) -> np.ndarray:
 # --- chunking ------------------------------------------------------------------------------
 
 
-def chunk_starts(n_frames: int, chunk_frames: int, hop_frames: int) -> np.ndarray:
+def chunk_starts(n_frames: int, chunk_frames: int, hop_frames: int, align_frames: int = 1) -> np.ndarray:
     """Start frames of the chunks covering ``n_frames``: every ``hop_frames``, plus one final chunk
-    flush with the end so the tail is never dropped. A song shorter than a chunk gives ``[0]``."""
-    if chunk_frames <= 0 or hop_frames <= 0:
-        raise ValueError(f"chunk_frames ({chunk_frames}) and hop_frames ({hop_frames}) must be > 0")
+    flush with the end (its start rounded down to a multiple of ``align_frames``, e.g. the 0.5 s
+    grid of dynamic outputs) so the tail is not dropped. A song shorter than a chunk gives ``[0]``."""
+    if chunk_frames <= 0 or hop_frames <= 0 or align_frames <= 0:
+        raise ValueError(f"chunk_frames ({chunk_frames}), hop_frames ({hop_frames}) and align_frames "
+                         f"({align_frames}) must be > 0")
     if n_frames <= chunk_frames:
         return np.zeros(1, dtype=np.int64)
     starts = list(range(0, n_frames - chunk_frames + 1, hop_frames))
-    if starts[-1] + chunk_frames < n_frames:
-        starts.append(n_frames - chunk_frames)
+    last = (n_frames - chunk_frames) // align_frames * align_frames
+    if last > starts[-1]:
+        starts.append(last)
     return np.asarray(starts, dtype=np.int64)
 
 
-def make_chunks(feats: torch.Tensor, chunk_frames: int, hop_frames: int, pad_value: float = 0.0
-                ) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+def make_chunks(feats: torch.Tensor, chunk_frames: int, hop_frames: int, pad_value: float = 0.0,
+                align_frames: int = 1) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
     """Cut ``feats [n_mels, F]`` into ``[N, 1, n_mels, chunk_frames]``.
 
     Returns ``(chunks, start_frames [N], valid_frames [N])``; a song shorter than one chunk is padded
     on the right with ``pad_value`` (0 = the training mean once normalised).
     """
     n_mels, n_frames = feats.shape
-    starts = chunk_starts(n_frames, chunk_frames, hop_frames)
+    starts = chunk_starts(n_frames, chunk_frames, hop_frames, align_frames)
     if n_frames < chunk_frames:
         padded = feats.new_full((n_mels, chunk_frames), pad_value)
         padded[:, :n_frames] = feats
@@ -204,7 +207,8 @@ class Predictor:
         ``duration_s`` defaults to ``(F - 1) / frames_per_second`` (centred frames)."""
         n_frames = int(feats.shape[-1])
         duration = float(duration_s) if duration_s is not None else max(n_frames - 1, 1) / self.frames_per_second
-        chunks, starts, valid = make_chunks(feats, self.chunk_frames, self.hop_frames)
+        align = max(1, int(round(self.frames_per_second / CURVE_HZ))) if self.mode == "dynamic" else 1
+        chunks, starts, valid = make_chunks(feats, self.chunk_frames, self.hop_frames, align_frames=align)
         raw = self.predict_chunks(chunks)
         start_s = starts / self.frames_per_second
         grid = np.arange(0.0, max(duration, 1.0 / CURVE_HZ) - 1e-9, 1.0 / CURVE_HZ)
