@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from typing import Callable
 
@@ -166,9 +167,35 @@ def _cmd_info(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _cmd_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a model from a YAML config (resumable; torchrun for multi-GPU)",
+                       description="Train from configs/NAME.yaml; any value can be overridden as key=value "
+                                   "(e.g. optim.lr=3e-4 train.epochs=5). Multi-GPU: torchrun --nproc-per-node N "
+                                   "-m deam_mamba.cli train ...")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides")
+    p.add_argument("--config", help="YAML config (not needed with --resume)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    p.add_argument("--out", default="runs", metavar="RUNS_DIR", help="parent of new run folders (default: runs)")
+    p.add_argument("--run-dir", help="exact folder for a new run (default: RUNS_DIR/<config>-<time>)")
+
+    def run(args: argparse.Namespace) -> int:
+        from .runlog import start_training
+
+        res = start_training(args.config, args.overrides, resume=args.resume, out=args.out,
+                             run_dir=args.run_dir, argv=sys.argv)
+        if int(os.environ.get("RANK", "0")) == 0:
+            best = {k: round(v, 4) for k, v in res.best_metrics.items() if k.startswith("val_ccc")}
+            print(f"run {res.run_dir}: {res.epoch} epochs, {res.step} steps in {res.seconds:.0f} s"
+                  f"{' (early stop)' if res.stopped_early else ''}; best {best}")
+        return 0
+
+    p.set_defaults(func=run)
+
+
 # (each helper adds its _cmd_* function above this line)
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _cmd_train,
     _cmd_info,
     _cmd_synth,
     _cmd_evaluate,

@@ -256,7 +256,12 @@ class TrainResult:
 
 def train(cfg: Config, run_dir: str | Path, resume: bool = False, argv: list[str] | None = None) -> TrainResult:
     """Train ``cfg`` into ``run_dir`` (resuming from its ``last`` checkpoint when ``resume``)."""
+    from .errors import OutputExistsError
+
     run_dir = Path(run_dir)
+    if not resume and (run_dir / "config.yaml").exists():
+        raise OutputExistsError(f"{run_dir} already holds a run: continue it with --resume {run_dir} "
+                                "or choose another --run-dir")
     t_start = time.time()
     probe = torch.device("cuda" if cfg.train.device != "cpu" and torch.cuda.is_available() else "cpu")
     info = init_distributed(probe.type)

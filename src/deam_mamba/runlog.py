@@ -113,3 +113,37 @@ def history_csv(history: list[dict[str, float]]) -> str:
     for row in history:
         w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
     return buf.getvalue()
+
+
+def start_training(config: str | Path | None, overrides: list[str], resume: str | Path | None = None,
+                   out: str | Path = "runs", run_dir: str | Path | None = None, argv: list[str] | None = None):
+    """What ``deam-mamba train`` does: resolve the config and the run folder, then train.
+
+    * ``resume=RUN_DIR``: the config is the run's own ``config.yaml`` (``overrides`` still apply,
+      e.g. ``train.epochs=30`` to extend a run); training continues from its ``last`` checkpoint.
+    * otherwise ``config`` (YAML) + ``overrides``; the run goes to ``run_dir`` or to a new folder
+      ``out/<config name>-<UTC time>``. An existing run folder is never overwritten.
+    """
+    from .config import apply_overrides, config_from_dict, load_config
+    from .engine import train
+    from .errors import ConfigError
+
+    if resume is not None:
+        rd = Path(resume)
+        if not (rd / "config.yaml").is_file():
+            raise ConfigError(f"--resume {rd}: no config.yaml there (not a run folder written by `deam-mamba train`)")
+        import yaml
+
+        data = yaml.safe_load((rd / "config.yaml").read_text(encoding="utf-8"))
+        cfg = config_from_dict(apply_overrides(data, overrides))
+        if overrides:
+            log.warning("resuming with overrides %s: results may differ from an uninterrupted run", overrides)
+            atomic_write_text(rd / "config.yaml", dump_config(cfg))
+        return train(cfg, rd, resume=True, argv=argv)
+    if config is None:
+        raise ConfigError("give --config configs/NAME.yaml (or --resume RUN_DIR to continue a run)")
+    cfg = load_config(config, overrides)
+    if run_dir is None:
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+        run_dir = Path(out) / f"{Path(config).stem}-{stamp}"
+    return train(cfg, Path(run_dir), resume=False, argv=argv)
