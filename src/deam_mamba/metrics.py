@@ -215,16 +215,16 @@ def _boot_many(
         yb, pb = y[b], p[b]  # [B, N, D]
         for k in names:
             stats[k].append(_CORES[k](yb, pb))
-    out = {}
-    q = [alpha / 2.0, 1.0 - alpha / 2.0]
-    for k, parts in stats.items():
-        vals = np.concatenate(parts, axis=0)  # [n, D]
-        lo_hi = np.full((2, vals.shape[1]), np.nan)
-        ok = np.isfinite(vals).any(axis=0)
-        if ok.any():
-            lo_hi[:, ok] = np.nanquantile(vals[:, ok], q, axis=0)
-        out[k] = (lo_hi[0], lo_hi[1])
-    return out
+    return {k: _percentile_ci(np.concatenate(parts, axis=0), alpha) for k, parts in stats.items()}
+
+
+def _percentile_ci(vals: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+    """``vals [n_resamples, D]`` -> ``(low [D], high [D])``, ignoring NaN resamples."""
+    lo_hi = np.full((2, vals.shape[1]), np.nan)
+    ok = np.isfinite(vals).any(axis=0)
+    if ok.any():
+        lo_hi[:, ok] = np.nanquantile(vals[:, ok], [alpha / 2.0, 1.0 - alpha / 2.0], axis=0)
+    return lo_hi[0], lo_hi[1]
 
 
 def bootstrap_ci(
@@ -251,12 +251,8 @@ def bootstrap_ci(
         return _out(lo, one), _out(hi, one)
     idx = _boot_indices(yy.shape[0], n, seed)
     vals = np.array([np.atleast_1d(np.asarray(metric(yy[i], pp[i]), dtype=np.float64)) for i in idx])
-    vals = vals.reshape(n, -1)
-    lo_hi = np.full((2, vals.shape[1]), np.nan)
-    ok = np.isfinite(vals).any(axis=0)
-    if ok.any():
-        lo_hi[:, ok] = np.nanquantile(vals[:, ok], [alpha / 2.0, 1.0 - alpha / 2.0], axis=0)
-    return _out(lo_hi[0], vals.shape[1] == 1), _out(lo_hi[1], vals.shape[1] == 1)
+    lo, hi = _percentile_ci(vals.reshape(n, -1), alpha)
+    return _out(lo, lo.shape[0] == 1), _out(hi, hi.shape[0] == 1)
 
 
 # --- summaries ----------------------------------------------------------------------------

@@ -111,8 +111,9 @@ def _predictions_table(predictions: Any) -> Any:
 
 def plot_learning_curves(history_csv: str | Path, path: str | Path) -> Path | None:
     """Learning curves from the training CSV log: one panel per group of numeric columns
-    (losses, agreement metrics, error metrics, learning rate, other), against ``step`` if present,
-    else ``epoch``, else the row number. Returns None (and logs why) if there is nothing to plot.
+    (losses, agreement metrics, error metrics, learning rate, other non-constant), against
+    ``epoch`` when it is unique per row, else ``step``, else the row number. Returns None (and
+    logs why) if there is nothing to plot.
     """
     import pandas as pd
 
@@ -121,7 +122,10 @@ def plot_learning_curves(history_csv: str | Path, path: str | Path) -> Path | No
     except (OSError, ValueError) as exc:  # missing, empty or malformed log: report, don't crash the eval
         log.warning("no learning curves: cannot read %s (%s)", history_csv, exc)
         return None
+    # per-epoch logs read best against epoch; logs with several rows per epoch need the step
     xcol = next((c for c in ("step", "epoch") if c in df.columns), None)
+    if "epoch" in df.columns and df["epoch"].notna().all() and df["epoch"].is_unique:
+        xcol = "epoch"
     num = [c for c in df.columns if c not in ("step", "epoch") and pd.api.types.is_numeric_dtype(df[c])
            and df[c].notna().any()]
     if not num:
@@ -139,7 +143,7 @@ def plot_learning_curves(history_csv: str | Path, path: str | Path) -> Path | No
             groups["agreement (higher is better)"].append(c)
         elif any(k in lc for k in ("rmse", "mse", "mae")):
             groups["error (lower is better)"].append(c)
-        else:
+        elif df[c].nunique() > 1:  # constant bookkeeping columns (e.g. a song count) are not curves
             groups["other"].append(c)
     groups = {k: v for k, v in groups.items() if v}
     x_all = df[xcol] if xcol else pd.Series(np.arange(len(df)), index=df.index)
