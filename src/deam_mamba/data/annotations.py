@@ -183,7 +183,8 @@ def check_static(sid: int, vals: dict[str, float], where: str) -> Problem | None
 def parse_dynamic(path: Path) -> tuple[np.ndarray, dict[int, np.ndarray], list[Problem]]:
     """Parse a dynamic CSV: ``(times_s [N], {song_id: values [K_id]}, problems)``; NaN tails removed.
 
-    Values are on the dynamic scale [-1, 1]; rows with values off that scale are problems.
+    Values are on the dynamic scale [-1, 1]; rows with values off that scale are problems. Problem kinds
+    here start with ``dynamic_``: they void the song's dynamic labels, not the song (static labels stand).
     """
     header, rows = _read_rows(path)
     if not header or header[0] != "song_id":
@@ -201,24 +202,27 @@ def parse_dynamic(path: Path) -> tuple[np.ndarray, dict[int, np.ndarray], list[P
     seen: set[int] = set()
     for line, cells in rows:
         where = f"{path}:{line}"
+        sid = None
         try:
+            sid = int(cells[0].strip())
             if len(cells) > len(header):
                 raise ValueError(f"{len(cells)} fields, header has {len(header)}")
-            sid = int(cells[0].strip())
             v = np.array([_float(c) for c in cells[1:]], dtype=np.float64)
         except ValueError as exc:
-            problems.append(Problem("unreadable_row", None, where, f"cannot parse row: {exc}"))
+            problems.append(Problem("dynamic_unreadable_row", sid, where, f"cannot parse row {line}: {exc}; "
+                                    "dynamic labels of this song unused"))
             continue
         finite = np.flatnonzero(np.isfinite(v))
         v = v[: finite[-1] + 1] if finite.size else v[:0]  # drop the ragged NaN tail
         if sid in seen:
-            problems.append(Problem("duplicate_id", sid, where, f"song {sid} appears twice in {path.name}"))
+            problems.append(Problem("dynamic_duplicate_id", sid, where,
+                                    f"song {sid} appears twice in {path.name}; dynamic labels unused"))
             values.pop(sid, None)
             continue
         seen.add(sid)
         lo, hi = DYNAMIC_SCALE
         if np.any((v < lo) | (v > hi)):
-            problems.append(Problem("out_of_range_label", sid, where,
+            problems.append(Problem("dynamic_out_of_range", sid, where,
                                     f"song {sid}: dynamic values outside [-1, 1] in {path.name} "
                                     f"(min {np.nanmin(v):g}, max {np.nanmax(v):g}); dynamic labels unused"))
             continue

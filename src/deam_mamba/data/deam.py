@@ -88,7 +88,7 @@ class DEAMHandler:
         self._dyn: dict[str, dict[int, np.ndarray]] = {"valence": {}, "arousal": {}}
         self._read_dynamic()
         self._durations: dict[int, float] | None = None
-        excluded = {p.song_id for p in self.problems if p.song_id is not None}
+        excluded = {p.song_id for p in self.problems if p.song_id is not None and not p.kind.startswith("dynamic_")}
         self.ids: list[int] = sorted(set(self._audio) & set(self._static) - excluded)
         if self.problems:
             log.warning("DEAM at %s: %d problem(s) (%s); see handler.problems / `deam-mamba info`",
@@ -98,6 +98,7 @@ class DEAMHandler:
     # --- parsing ---------------------------------------------------------------------------
     def _read_static(self) -> None:
         rows: dict[int, list[tuple[dict[str, float], str]]] = {}
+        dup_audio = {p.song_id for p in self.problems if p.kind == "duplicate_id"}
         for path in self.layout.static_files:
             parsed, problems = parse_static(path)
             self.problems += problems
@@ -115,7 +116,7 @@ class DEAMHandler:
                 self.problems.append(bad)
                 continue
             self._static[sid] = vals
-            if sid not in self._audio:
+            if sid not in self._audio and sid not in dup_audio:
                 self.problems.append(Problem("label_without_audio", sid, where,
                                              f"song {sid} has static labels but no audio file in "
                                              f"{self.layout.audio_dir}"))
@@ -143,7 +144,7 @@ class DEAMHandler:
         sid = int(song_id)
         if sid in self.ids:
             return sid
-        why = [p.message for p in self.problems if p.song_id == sid]
+        why = [p.message for p in self.problems if p.song_id == sid and not p.kind.startswith("dynamic_")]
         if why:
             raise UnknownSongError(f"song {sid} is excluded from this DEAM copy: {'; '.join(why)}")
         raise UnknownSongError(f"unknown song id {sid}: DEAM at {self.root} has no such song "

@@ -1,0 +1,137 @@
+"""load_audio: equals librosa.load, resamples/down-mixes any input, fails clearly, works in worker processes."""
+from __future__ import annotations
+
+import multiprocessing as mp
+import warnings
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from _deam_tree import tone, write_audio
+from deam_mamba.data.audio import audio_duration, audio_info, load_audio
+from deam_mamba.errors import AudioDecodeError
+
+FORMATS = ["mp3", "wav", "flac", "ogg"]
+RATES = [(44100, 2), (48000, 2), (22050, 1), (16000, 1)]
+
+
+def _librosa(path: Path, sr: int | None = 16000, mono: bool = True) -> np.ndarray:
+    import librosa
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return np.atleast_2d(librosa.load(str(path), sr=sr, mono=mono)[0])
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("audio")
+    return {(ext, sr, ch): write_audio(d / f"{sr}_{ch}.{ext}", sr, ch, seconds=0.8, freq=330.0)
+            for ext in FORMATS for sr, ch in RATES}
+
+
+@pytest.mark.parametrize("ext", FORMATS)
+@pytest.mark.parametrize("sr,ch", RATES)
+def test_equals_librosa(files, ext, sr, ch):
+    path = files[(ext, sr, ch)]
+    ours, ref = load_audio(path, target_sr=16000, mono=True), _librosa(path)
+    assert ours.dtype == np.float32 and ours.ndim == 2 and ours.shape[0] == 1
+    assert ours.shape == ref.shape
+    assert np.max(np.abs(ours - ref)) <= 1e-3
+    n_native = sf.info(str(path)).frames
+    assert abs(ours.shape[1] - n_native * 16000 / sr) <= 1  # resampled length
+    assert 0.1 < np.abs(ours).max() <= 1.0
+
+
+def test_resampling_moves_the_tone(tmp_path):
+    """A 1 kHz tone at 48 kHz stays 1 kHz at 16 kHz (checks the rate, not just the length)."""
+    p = tmp_path / "t.wav"
+    t = np.arange(48000) / 48000
+    sf.write(str(p), (0.5 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32), 48000)
+    y = load_audio(p, target_sr=16000)[0]
+    spec = np.abs(np.fft.rfft(y))
+    assert np.argmax(spec) * 16000 / len(y) == pytest.approx(1000, abs=2)
+
+
+def test_stereo_native_rate_and_mono_mix(files):
+    path = files[("wav", 48000, 2)]
+    stereo = load_audio(path, target_sr=None, mono=False)
+    raw, _ = sf.read(str(path), dtype="float32", always_2d=True)
+    assert stereo.shape == (2, raw.shape[0])
+    np.testing.assert_array_equal(stereo, raw.T)
+    mono = load_audio(path, target_sr=None, mono=True)
+    np.testing.assert_allclose(mono[0], raw.mean(axis=1), atol=1e-7)
+    assert load_audio(path, target_sr=16000, mono=False).shape == _librosa(path, mono=False).shape
+
+
+def test_loud_file_is_not_clipped_like_librosa(tmp_path):
+    """MP3 of a clipped master decodes past +-1; clipping would break equality with librosa."""
+    p = tmp_path / "loud.mp3"
+    sf.write(str(p), np.clip(tone(44100, 2, 1.0, amp=1.5), -1, 1), 44100, format="MP3")
+    ours, ref = load_audio(p), _librosa(p)
+    assert np.abs(ref).max() > 1.0  # the overshoot is real
+    assert np.max(np.abs(ours - ref)) <= 1e-3
+    clipped = load_audio(p, clip=True)
+    assert np.abs(clipped).max() <= 1.0
+
+
+def _damaged(tmp_path: Path, ext: str, how: str) -> Path:
+    good = write_audio(tmp_path / f"good.{ext}", 44100, 2, seconds=1.0)
+    data = good.read_bytes()
+    bad = tmp_path / f"{how}.{ext}"
+    if how == "empty":
+        bad.write_bytes(b"")
+    elif how == "truncated":
+        bad.write_bytes(data[: len(data) // 2])
+    elif how == "corrupt":
+        bad.write_bytes(np.random.default_rng(0).bytes(4000))
+    elif how == "header_only":
+        bad.write_bytes(data[:40])
+    return bad
+
+
+@pytest.mark.parametrize("ext", FORMATS)
+@pytest.mark.parametrize("how", ["empty", "truncated", "corrupt", "header_only"])
+def test_bad_files_raise_audio_decode_error(tmp_path, ext, how):
+    bad = _damaged(tmp_path, ext, how)
+    with pytest.raises(AudioDecodeError) as ei:
+        load_audio(bad)
+    assert ei.value.path == bad and bad.name in str(ei.value)
+    expected = {"empty": "empty", "truncated": "trunc"}.get(how, "")
+    assert expected in str(ei.value)
+
+
+def test_missing_and_directory(tmp_path):
+    with pytest.raises(AudioDecodeError, match="not found"):
+        load_audio(tmp_path / "nope.mp3")
+    with pytest.raises(AudioDecodeError, match="not a regular file"):
+        load_audio(tmp_path)
+    with pytest.raises(AudioDecodeError, match="not found"):
+        audio_duration(tmp_path / "nope.mp3")
+
+
+def test_unknown_format_names_the_file(tmp_path):
+    p = tmp_path / "x.m4a"
+    p.write_bytes(b"\x00" * 100)
+    with pytest.raises(AudioDecodeError, match="x.m4a"):
+        load_audio(p)
+
+
+def test_header_info(files):
+    seconds, sr, ch = audio_info(files[("mp3", 48000, 2)])
+    assert (sr, ch) == (48000, 2) and seconds == pytest.approx(0.8, abs=0.01)
+
+
+def _decode_len(path: str) -> tuple[int, float]:
+    y = load_audio(path)
+    return y.shape[1], float(np.abs(y).sum())
+
+
+def test_usable_from_worker_processes(files):
+    paths = [str(files[("mp3", sr, ch)]) for sr, ch in RATES]
+    with ProcessPoolExecutor(max_workers=2, mp_context=mp.get_context("spawn")) as ex:
+        remote = list(ex.map(_decode_len, paths))
+    assert remote == [_decode_len(p) for p in paths]
