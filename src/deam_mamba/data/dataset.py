@@ -61,8 +61,9 @@ class WaveDataset(Dataset):
             raise UnknownSongError(f"WaveDataset: none of the {len(requested)} requested song ids exist in "
                                    f"DEAM at {handler.root} (requested {requested[:10]}"
                                    f"{'...' if len(requested) > 10 else ''}; available e.g. {handler.ids[:5]})")
-        self._labels = torch.tensor([[handler.static_labels(i)["valence_mean"], handler.static_labels(i)["arousal_mean"]]
-                                     for i in self.ids], dtype=torch.float32)
+        labels = [handler.static_labels(i) for i in self.ids]
+        self._labels = torch.tensor([[lab["valence_mean"], lab["arousal_mean"]] for lab in labels],
+                                    dtype=torch.float32)  # [N, 2] on the static 1-9 scale
 
     @property
     def num_samples(self) -> int | None:

@@ -142,7 +142,7 @@ class DEAMHandler:
     # --- per-song access -------------------------------------------------------------------
     def _check(self, song_id: int) -> int:
         sid = int(song_id)
-        if sid in self.ids:
+        if sid in self._id_set:
             return sid
         why = [p.message for p in self.problems if p.song_id == sid and not p.kind.startswith("dynamic_")]
         if why:
@@ -158,7 +158,11 @@ class DEAMHandler:
 
     @property
     def _id_set(self) -> set[int]:
-        return set(self.ids)
+        """``set(self.ids)``, cached while ``ids`` is the same unchanged list."""
+        cached = getattr(self, "_id_cache", None)
+        if cached is None or cached[0] is not self.ids or cached[1] != len(self.ids):
+            cached = self._id_cache = (self.ids, len(self.ids), set(self.ids))
+        return cached[2]
 
     def __repr__(self) -> str:
         return f"DEAMHandler(root={str(self.root)!r}, songs={len(self.ids)}, problems={len(self.problems)})"
