@@ -118,8 +118,8 @@ def scan_audio(audio_dir: Path) -> tuple[dict[int, Path], list[Problem]]:
     return paths, problems
 
 
-def _read_rows(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
-    """(stripped header names, [(line number, raw cells)]); handles CRLF, BOM, blank lines."""
+def _read_rows(path: Path) -> tuple[list[str], list[tuple[int, str]]]:
+    """(stripped header names, [(line number, raw line)]); handles CRLF, BOM, blank lines."""
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
@@ -128,8 +128,16 @@ def _read_rows(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
     if not lines:
         raise DatasetLayoutError(f"annotation file {path} is empty; re-download the dataset")
     header = [c.strip() for c in lines[0].split(",")]
-    rows = [(i + 1, line.split(",")) for i, line in enumerate(lines) if i > 0 and line.strip()]
+    rows = [(i + 1, line) for i, line in enumerate(lines) if i > 0 and line.strip()]
     return header, rows
+
+
+def _floats(cells: list[str]) -> np.ndarray:
+    """Cells -> float64 array; empty cells are NaN (fast path: numpy parses the strings itself)."""
+    try:
+        return np.array(cells, dtype=np.float64)
+    except ValueError:
+        return np.array([_float(c) for c in cells], dtype=np.float64)
 
 
 def _float(cell: str) -> float:
@@ -150,11 +158,14 @@ def parse_static(path: Path) -> tuple[list[tuple[int, dict[str, float], int]], l
         )
     idx = {c: header.index(c) for c in ("song_id", *STATIC_COLUMNS)}
     out, problems = [], []
-    for line, cells in rows:
+    for line, text in rows:
         where = f"{path}:{line}"
+        cells = text.split(",")
         sid = None
         try:
             sid = int(cells[0].strip()) if idx["song_id"] == 0 else None
+            if len(cells) > len(header) and not any(c.strip() for c in cells[len(header):]):
+                cells = cells[: len(header)]  # trailing empty fields (a stray comma at the end)
             if len(cells) != len(header):
                 raise ValueError(f"{len(cells)} fields, header has {len(header)}")
             sid = int(cells[idx["song_id"]].strip())
@@ -200,14 +211,15 @@ def parse_dynamic(path: Path) -> tuple[np.ndarray, dict[int, np.ndarray], list[P
     values: dict[int, np.ndarray] = {}
     problems: list[Problem] = []
     seen: set[int] = set()
-    for line, cells in rows:
+    for line, text in rows:
         where = f"{path}:{line}"
         sid = None
         try:
+            if text.count(",") >= len(header):
+                raise ValueError(f"{text.count(',') + 1} fields, header has {len(header)}")
+            cells = text.rstrip(", \t").split(",")  # drop the ragged empty tail (most of a 45 s row)
             sid = int(cells[0].strip())
-            if len(cells) > len(header):
-                raise ValueError(f"{len(cells)} fields, header has {len(header)}")
-            v = np.array([_float(c) for c in cells[1:]], dtype=np.float64)
+            v = _floats(cells[1:])
         except ValueError as exc:
             problems.append(Problem("dynamic_unreadable_row", sid, where, f"cannot parse row {line}: {exc}; "
                                     "dynamic labels of this song unused"))
