@@ -192,9 +192,43 @@ def _cmd_train(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _cmd_prepare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("prepare", help="decode + featurise every song once into a log-mel feature cache",
+                       description="Build (or update) the feature cache: every song is decoded and turned into a "
+                                   "float16 log-mel array once, in worker processes. A re-run processes only new or "
+                                   "changed songs and rebuilds corrupt arrays; other feature settings get their own "
+                                   "sub-folder. Undecodable songs are listed in skipped.json/.csv.")
+    p.add_argument("--data", default=None, help="DEAM root (default: $DEAM_ROOT, else kagglehub)")
+    p.add_argument("--cache", required=True, help="cache folder")
+    p.add_argument("--workers", type=int, default=None, help="worker processes (default: CPU count; 0: in-process)")
+    p.add_argument("--n-mels", type=int, default=128, help="mel bands, 64..128 (default 128)")
+    p.add_argument("--fmax", type=float, default=8000.0, help="highest mel frequency in Hz (default 8000)")
+    p.add_argument("--top-db", type=float, default=80.0, help="dynamic range in dB below each song's peak "
+                                                              "(default 80; 0 = no floor)")
+    p.add_argument("--no-verify", action="store_true", help="reuse arrays after a size check only (no sha1)")
+    p.add_argument("--force", action="store_true", help="recompute every song (and allow a non-cache folder)")
+    p.add_argument("--no-progress", action="store_true")
+
+    def run(a: argparse.Namespace) -> int:
+        from .cache import build_cache
+        from .features import FeatureConfig
+
+        cfg = FeatureConfig(n_mels=a.n_mels, fmax=a.fmax, top_db=a.top_db or None)
+        s = build_cache(a.data, a.cache, cfg, workers=a.workers, progress=not a.no_progress, force=a.force,
+                        verify=not a.no_verify)
+        print(f"cache {s['cache_dir']}: {s['songs']} songs ({s['processed']} processed, {s['reused']} reused, "
+              f"{s['rebuilt_corrupt']} rebuilt, {s['n_skipped']} skipped) in {s['seconds']:.1f} s")
+        for row in s["skipped"]:
+            print(f"  skipped song {row['song_id']}: {row['reason']}")
+        return 0
+
+    p.set_defaults(func=run)
+
+
 # (each helper adds its _cmd_* function above this line)
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _cmd_prepare,
     _cmd_train,
     _cmd_info,
     _cmd_synth,

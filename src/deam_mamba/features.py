@@ -13,6 +13,7 @@ through ``torch.stft`` at once.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -37,8 +38,7 @@ class FeatureConfig:
     hop_length: samples between frames (160 at 16 kHz = 10 ms, 100 frames/s);
     n_mels: mel bands (64..128); fmin/fmax: Hz (fmax None = sample_rate / 2);
     top_db: dynamic range floor below each clip's maximum (None = no floor);
-    amin: power floor before log10; pad_mode: "reflect" or "constant" for centred frames;
-    mono: average channels when decoding.
+    amin: power floor before log10; pad_mode: "reflect" or "constant" for centred frames.
     """
 
     sample_rate: int = 16_000
@@ -50,7 +50,6 @@ class FeatureConfig:
     top_db: float | None = 80.0
     amin: float = 1e-10
     pad_mode: str = "reflect"
-    mono: bool = True
 
     def __post_init__(self) -> None:
         if int(self.sample_rate) <= 0:
@@ -106,13 +105,20 @@ class FeatureConfig:
         return f"mel{self.n_mels}-sr{self.sample_rate}-hop{self.hop_length}-{digest}"
 
 
+@functools.lru_cache(maxsize=16)
 def mel_filters(cfg: FeatureConfig) -> np.ndarray:
-    """Slaney mel filterbank ``[n_mels, n_fft // 2 + 1]`` float32 from ``librosa.filters.mel``."""
+    """Slaney mel filterbank ``[n_mels, n_fft // 2 + 1]`` float32 (read-only) from ``librosa.filters.mel``.
+
+    Cached per config: importing librosa's filters costs seconds once per process, so
+    ``build_cache`` calls this before forking its workers.
+    """
     import librosa
 
-    return librosa.filters.mel(
+    fb = librosa.filters.mel(
         sr=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels, fmin=cfg.fmin, fmax=cfg.fmax
     ).astype(np.float32)
+    fb.flags.writeable = False
+    return fb
 
 
 class LogMel(nn.Module):
@@ -131,7 +137,7 @@ class LogMel(nn.Module):
         self.cfg = cfg or FeatureConfig()
         self.block_frames = int(block_frames)
         fb = mel_filters(self.cfg)  # [M, F]
-        self.register_buffer("mel_fb", torch.from_numpy(fb), persistent=False)
+        self.register_buffer("mel_fb", torch.tensor(fb), persistent=False)
         # [2F, M]: each filter weight twice (real, imag), so |X|^2 @ fb == (re^2, im^2) @ fb2
         self.register_buffer("mel_fb2_t", torch.from_numpy(np.repeat(fb, 2, axis=1).T.copy()), persistent=False)
         self.register_buffer("window", torch.hann_window(self.cfg.n_fft, periodic=True), persistent=False)
