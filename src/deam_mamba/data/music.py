@@ -158,7 +158,7 @@ def render_song(rng: np.random.Generator, traj: Trajectory, duration_s: float) -
     slope_offset = rng.uniform(-0.35, 0.35)
     tempo_offset = rng.normal(0.0, 9.0)
     density_offset = rng.normal(0.0, 0.35)
-    song_gain_db = rng.normal(0.0, 3.5)
+    song_gain_db = rng.normal(0.0, 4.5)
     pan_pad, pan_lead = rng.uniform(-0.5, 0.5), rng.uniform(-0.6, 0.6)
     drums = _drum_samples(rng)
     melody_pos = int(rng.integers(0, 7))

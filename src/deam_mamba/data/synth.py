@@ -65,8 +65,8 @@ _STATIC_FULL_HEADER = [
 def clip_id_candidates() -> list[int]:
     """All excerpt ids the generator may use: 2..1000 with DEAM-like gaps, then 1001..2000."""
     gaps = {23, 26, 27, 28}
-    ids_2013 = [i for i in range(2, 1001) if i not in gaps and (i * 37) % 100 >= 26]
-    return ids_2013 + list(range(1001, 2001))
+    ids_2013 = [i for i in range(2, 1001) if i not in gaps and (i * 37) % 100 >= 25][:744]
+    return ids_2013 + list(range(1001, 2001))  # 744 + 1000 = DEAM's 1 744 excerpts
 
 
 def song_ids(songs: int, full_songs: int) -> list[int]:
@@ -75,8 +75,6 @@ def song_ids(songs: int, full_songs: int) -> list[int]:
     n_2013_all = sum(1 for i in cand if i <= 1000)
     n13 = min(n_2013_all, int(round(songs * 744 / 1744)))
     n14 = songs - n13
-    if n14 > 1000:
-        n13, n14 = songs - 1000, 1000
     ids = cand[:n13] + list(range(1001, 1001 + n14)) + list(range(2001, 2001 + full_songs))
     return ids
 
