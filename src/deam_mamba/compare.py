@@ -54,7 +54,7 @@ def ridge_row(cfg: Any, bootstrap: int = 1000, seed: int = 0) -> dict[str, Any]:
     from .evaluate import resolve_run_data, static_truth
     from .metrics import regression_metrics
 
-    data = resolve_run_data(cfg, cfg.features)
+    data = resolve_run_data(cfg)
     train_ids = sorted(data.splits.get("train", []) + data.splits.get("val", []))
     test_ids = sorted(data.splits.get("test", []))
     if not train_ids or not test_ids:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import CacheError, ConfigError, DeamError, OutputExistsError
+from .errors import ConfigError, DeamError, OutputExistsError
 from .inference import DYNAMIC_SCALE, STATIC_SCALE, Predictor, SongPrediction, _get, run_chunking
 
 log = logging.getLogger(__name__)
@@ -37,46 +37,20 @@ class SplitData:
     splits: dict[str, list[int]]
 
 
-def resolve_run_data(config: Any, feature_config: Any = None) -> SplitData:
-    """Open the run's feature cache and recompute its split (same name and seed as training).
+def resolve_run_data(config: Any, build: bool = True) -> SplitData:
+    """The run's feature cache and split ids, exactly as training opened them.
 
-    Ids of the split that the cache lacks (skipped at prepare time) are logged, not hidden.
+    Goes through :func:`deam_mamba.engine.open_data`: same data root, split name and seed, and
+    the cache is rebuilt (only what is missing or stale) if it was moved or deleted since training.
+    Split ids the cache lacks (skipped at prepare time) are logged there, not hidden.
     """
-    from .cache import FeatureCache
+    from .engine import open_data
 
     data = _get(config, "data", None)
-    cache_dir = _get(data, "cache", None)
-    if not cache_dir:
+    if not _get(data, "cache", None):
         raise ConfigError("the run's config has no data.cache: cannot find the features it was trained on")
-    if not Path(cache_dir).exists():
-        raise CacheError(f"feature cache {cache_dir} (from the run's config) does not exist; "
-                         "run `deam-mamba prepare` with the run's data and settings first")
-    cache = FeatureCache(cache_dir, feature_config)
-    splits = _split_ids(config, cache)
-    have = set(int(i) for i in cache.ids)
-    for name, ids in splits.items():
-        lost = [i for i in ids if i not in have]
-        if lost:
-            log.warning("split %s: %d song(s) not in the cache (skipped at prepare time): %s",
-                        name, len(lost), lost[:10])
-        splits[name] = [int(i) for i in ids if int(i) in have]
-    return SplitData(cache=cache, splits=splits)
-
-
-def _split_ids(config: Any, cache: Any) -> dict[str, list[int]]:
-    """The train/val/test ids of the run: from the engine when it offers it, else from DEAMHandler."""
-    try:  # one source of truth when the training engine exposes it
-        from .engine import split_ids as engine_split_ids  # type: ignore[attr-defined]
-    except ImportError:
-        engine_split_ids = None
-    if engine_split_ids is not None:
-        return {k: list(v) for k, v in engine_split_ids(config, cache).items()}
-    from .data.deam import DEAMHandler
-
-    data = _get(config, "data", None)
-    handler = DEAMHandler(_get(data, "root", None))
-    split = handler.split(_get(data, "split", "official2015"), seed=int(_get(data, "split_seed", 0) or 0))
-    return {k: list(v) for k, v in split.items()}
+    _handler, cache, splits = open_data(config, build=build)
+    return SplitData(cache=cache, splits={k: [int(i) for i in v] for k, v in splits.items()})
 
 
 def predict_cached_songs(predictor: Predictor, cache: Any, ids: list[int], progress: bool = True
@@ -192,7 +166,7 @@ def evaluate_run(run_dir: str | Path, split: str = "test", out_dir: str | Path |
     if out_dir is not None and out.exists() and any(out.iterdir()) and not force:
         raise OutputExistsError(f"{out} exists and is not empty; pass --force to overwrite or choose another --out")
     run = load_run(run_dir, which=which)
-    data = resolve_run_data(run.config, run.feature_config)
+    data = resolve_run_data(run.config)
     ids = data.splits.get(split, [])
     chunk_s, hop_s = run_chunking(run.config)
     predictor = Predictor(run.model, run.feature_config, run.norm_stats, mode=run.mode, chunk_seconds=chunk_s,

@@ -154,6 +154,7 @@ class Predictor:
         self.chunk_frames = int(round(self.chunk_seconds * self.frames_per_second))
         self.hop_frames = max(1, int(round(self.hop_seconds * self.frames_per_second)))
         self.logmel = LogMel(feature_config).to(self.device).eval()
+        self.run_dir: str | None = None
 
     @classmethod
     def from_run(cls, run_dir: str | Path, which: str = "best", device: str = "cpu", batch_size: int = 16,
@@ -241,7 +242,7 @@ class Predictor:
         """Predict every file; unreadable ones go to ``skipped`` (path, reason) and are logged."""
         from tqdm.auto import tqdm
 
-        result = PredictionRun(run_dir=getattr(self, "run_dir", None), mode=self.mode)
+        result = PredictionRun(run_dir=self.run_dir, mode=self.mode)
         for path in tqdm(list(paths), desc="predict", unit="file", disable=not progress):
             try:
                 result.predictions.append(self.predict_file(path))
