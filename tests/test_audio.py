@@ -135,3 +135,20 @@ def test_usable_from_worker_processes(files):
     with ProcessPoolExecutor(max_workers=2, mp_context=mp.get_context("spawn")) as ex:
         remote = list(ex.map(_decode_len, paths))
     assert remote == [_decode_len(p) for p in paths]
+
+
+def test_duration_prefix_equals_librosa_and_full_decode(files):
+    import librosa
+
+    path = files[("mp3", 44100, 2)]
+    head = load_audio(path, duration=0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = librosa.load(str(path), sr=16000, mono=True, duration=0.5)[0]
+    assert head.shape == (1, ref.shape[0]) == (1, 8000)
+    assert np.max(np.abs(head[0] - ref)) <= 1e-3
+    full = load_audio(path)
+    np.testing.assert_array_equal(load_audio(path, duration=0.6)[:, :6400], full[:, :6400])
+    assert load_audio(path, duration=10.0).shape == full.shape  # longer than the file: all of it
+    with pytest.raises(ValueError):
+        load_audio(path, duration=0)

@@ -290,3 +290,30 @@ def test_cli_info(tree, capsys, tmp_path):
 def test_cli_info_missing_root(tmp_path, capsys):
     assert cli_main(["info", str(tmp_path / "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_more_static_and_audio_quirks(tmp_path):
+    t = write_deam_tree(tmp_path, problems=False)
+    raw = t.static_1.read_bytes().decode()
+    raw = raw.replace("\r\n2,3,0.9,3.1,1.2\r\n", "\r\n2,3,0.9,3.1,1.2,\r\n")  # stray trailing comma: fine
+    raw = raw.replace("\r\n3,", "\r\n3,4.82,\r\n#3,")  # a short row for song 3 (and a junk row)
+    t.static_1.write_bytes(raw.encode())
+    (t.audio_dir / "4.wav").write_bytes((t.audio_dir / "4.mp3").read_bytes())  # two audio files for song 4
+    h = DEAMHandler(t.root)
+    kinds = {(p.kind, p.song_id) for p in h.problems}
+    assert 2 in h.ids and h.static_labels(2)["arousal_std"] == 1.2
+    assert ("unreadable_row", 3) in kinds and ("unreadable_row", None) in kinds and 3 not in h.ids
+    assert ("duplicate_id", 4) in kinds and 4 not in h.ids
+    assert ("label_without_audio", 4) not in kinds and ("audio_without_label", 3) not in kinds
+
+
+def test_deep_audio_check_finds_truncated_mp3(tmp_path):
+    t = write_deam_tree(tmp_path, problems=False)
+    data = (t.audio_dir / "2.mp3").read_bytes()
+    (t.audio_dir / "2.mp3").write_bytes(data[: len(data) // 2])
+    h = DEAMHandler(t.root)
+    h.check_audio(progress=False)  # the header still reads
+    assert 2 in h.ids
+    h.check_audio(deep=True, progress=False)
+    assert 2 not in h.ids
+    assert [p.message for p in h.problems if p.kind == "unreadable_audio"][0].startswith("truncated")

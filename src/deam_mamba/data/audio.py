@@ -36,9 +36,9 @@ def _sf_reason(exc: Exception) -> str:
     return f"{msg.strip()} (truncated or corrupt file?)"
 
 
-def _check_truncated(f: sf.SoundFile, decoded: int, path: Path) -> None:
+def _check_truncated(f: sf.SoundFile, decoded: int, wanted: int, path: Path) -> None:
     """Raise if the header promised more audio than the file holds (interrupted download/unpack)."""
-    if decoded < f.frames:  # MP3 (Xing header), AIFF...: soundfile returns fewer frames silently
+    if decoded < min(wanted, f.frames):  # MP3 (Xing header), AIFF...: soundfile returns fewer frames silently
         raise AudioDecodeError(path, f"truncated: header promises {f.frames} frames, only {decoded} decoded")
     log = f.extra_info or ""
     m = _WAV_SHORT.search(log)
@@ -48,12 +48,13 @@ def _check_truncated(f: sf.SoundFile, decoded: int, path: Path) -> None:
         raise AudioDecodeError(path, "truncated: the last Ogg page lacks its end-of-stream flag")
 
 
-def _read_soundfile(path: Path) -> tuple[np.ndarray, int]:
-    """``([T, C] float32, sr)`` via libsndfile, with truncation checks."""
+def _read_soundfile(path: Path, duration: float | None = None) -> tuple[np.ndarray, int]:
+    """``([T, C] float32, sr)`` via libsndfile (the first ``duration`` s if given), with truncation checks."""
     try:
         with sf.SoundFile(str(path)) as f:
-            data = f.read(dtype="float32", always_2d=True)
-            _check_truncated(f, data.shape[0], path)
+            wanted = f.frames if duration is None else min(f.frames, int(np.ceil(duration * f.samplerate)))
+            data = f.read(frames=wanted, dtype="float32", always_2d=True)
+            _check_truncated(f, data.shape[0], wanted, path)
             return data, int(f.samplerate)
     except AudioDecodeError:
         raise
@@ -61,14 +62,14 @@ def _read_soundfile(path: Path) -> tuple[np.ndarray, int]:
         raise AudioDecodeError(path, _sf_reason(exc)) from None
 
 
-def _read_fallback(path: Path) -> tuple[np.ndarray, int]:
+def _read_fallback(path: Path, duration: float | None = None) -> tuple[np.ndarray, int]:
     """Formats libsndfile cannot read (e.g. m4a): librosa's audioread path, if a backend exists."""
     try:
         import librosa
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            y, sr = librosa.load(str(path), sr=None, mono=False)
+            y, sr = librosa.load(str(path), sr=None, mono=False, duration=duration)
     except Exception as exc:  # noqa: BLE001 - reported, with its cause, to the user
         raise AudioDecodeError(path, f"format {path.suffix!r} is not supported by libsndfile and the "
                                      f"fallback decoder failed: {type(exc).__name__}: {exc or 'no backend'}") from None
@@ -76,11 +77,12 @@ def _read_fallback(path: Path) -> tuple[np.ndarray, int]:
 
 
 def load_audio(path: str | Path, target_sr: int | None = 16_000, mono: bool = True,
-               clip: bool = False) -> np.ndarray:
+               clip: bool = False, duration: float | None = None) -> np.ndarray:
     """Decode ``path`` to ``[C, T]`` float32 at ``target_sr`` Hz (``None``: native rate).
 
     ``mono=True`` averages the channels (C = 1). Equals ``librosa.load(path, sr=target_sr,
-    mono=True)`` (see module doc about values past ±1; ``clip=True`` clips to [-1, 1]).
+    mono=True, duration=duration)`` (see module doc about values past ±1; ``clip=True`` clips to
+    [-1, 1]). ``duration``: decode only the first ``duration`` seconds (faster for long songs).
     Raises :class:`AudioDecodeError` naming the file for a missing, empty, truncated or corrupt file.
     """
     path = Path(path)
@@ -88,10 +90,12 @@ def load_audio(path: str | Path, target_sr: int | None = 16_000, mono: bool = Tr
         raise AudioDecodeError(path, "file not found" if not path.exists() else "not a regular file")
     if path.stat().st_size == 0:
         raise AudioDecodeError(path, "file is empty (0 bytes); re-download or remove it")
+    if duration is not None and not duration > 0:
+        raise ValueError(f"duration must be > 0 seconds or None, got {duration}")
     if path.suffix.lower() in _SF_EXTENSIONS:
-        data, sr = _read_soundfile(path)
+        data, sr = _read_soundfile(path, duration)
     else:
-        data, sr = _read_fallback(path)
+        data, sr = _read_fallback(path, duration)
     if data.size == 0 or data.shape[0] == 0:
         raise AudioDecodeError(path, "no audio frames could be decoded (truncated or corrupt file)")
     if mono and data.shape[1] > 1:

@@ -190,9 +190,11 @@ class DEAMHandler:
             return self._audio[sid]
         return self._audio[self._check(sid)]  # raises UnknownSongError with the reason
 
-    def load_wave(self, song_id: int, target_sr: int = 16_000, mono: bool = True) -> np.ndarray:
-        """Decode a song: ``[C, T]`` float32 at ``target_sr`` Hz (C = 1 if mono). See ``load_audio``."""
-        return load_audio(self.audio_path(self._check(song_id)), target_sr=target_sr, mono=mono)
+    def load_wave(self, song_id: int, target_sr: int = 16_000, mono: bool = True,
+                  duration: float | None = None) -> np.ndarray:
+        """Decode a song: ``[C, T]`` float32 at ``target_sr`` Hz (C = 1 if mono; the first ``duration``
+        seconds if given). See :func:`~deam_mamba.data.audio.load_audio`."""
+        return load_audio(self.audio_path(self._check(song_id)), target_sr=target_sr, mono=mono, duration=duration)
 
     # --- splits ----------------------------------------------------------------------------
     def split(self, name: str = "official2015", seed: int = 0, val_fraction: float = 0.1,
