@@ -337,23 +337,23 @@ def format_summary(summary: dict, problems: list[Problem], max_problems: int | N
         d = s["durations_s"]
         lines.append(f"durations:    {d['min']:.1f}..{d['max']:.1f} s (mean {d['mean']:.1f} s, n={d['n']})")
     lines.append("static labels (song means/stds, 1-9 scale):")
-    for c, st in s["static_labels"].items():
-        if st.get("n"):
-            lines.append(f"  {c:<13} mean {st['mean']:.3f}  std {st['std']:.3f}  range {st['min']:.2f}..{st['max']:.2f}")
+    lines += [_stat_line(c, st) for c, st in s["static_labels"].items() if st.get("n")]
     dyn = s["dynamic_labels"]
     lines.append(f"dynamic labels (2 Hz from 15 s, [-1, 1] scale): {dyn['values_per_song'].get('mean', 0):.1f} "
                  f"values/song on average")
-    for c in ("valence", "arousal"):
-        st = dyn[c]
-        if st.get("n"):
-            lines.append(f"  {c:<13} mean {st['mean']:.3f}  std {st['std']:.3f}  range {st['min']:.2f}..{st['max']:.2f}")
+    lines += [_stat_line(c, dyn[c]) for c in ("valence", "arousal") if dyn[c].get("n")]
     if not problems:
         lines.append("problems:     none")
         return "\n".join(lines)
-    lines.append(f"problems:     {len(problems)} (" + ", ".join(f"{k}: {v}" for k, v in s["problems_by_kind"].items())
-                 + "); the songs concerned are excluded from ids")
+    kinds = ", ".join(f"{k}: {v}" for k, v in s["problems_by_kind"].items())
+    lines.append(f"problems:     {len(problems)} ({kinds}); songs with label/audio problems are excluded "
+                 "from ids, dynamic_* problems void only that song's dynamic labels")
     shown = problems if max_problems is None else problems[:max_problems]
     lines += [f"  [{p.kind}] {p.message} ({p.file})" for p in shown]
     if len(shown) < len(problems):
         lines.append(f"  ... {len(problems) - len(shown)} more (use --all, or --problems-out FILE.csv)")
     return "\n".join(lines)
+
+
+def _stat_line(name: str, st: dict) -> str:
+    return f"  {name:<13} mean {st['mean']:.3f}  std {st['std']:.3f}  range {st['min']:.2f}..{st['max']:.2f}"
