@@ -3,7 +3,9 @@
 The path mirrors training exactly: wave ``[C, T]`` at the run's sample rate -> log-mel in dB
 (:class:`deam_mamba.features.LogMel`, the run's :class:`FeatureConfig`) -> normalised with the
 run's training statistics (:class:`NormStats`) -> chunks of ``chunk_seconds`` every
-``hop_seconds`` (a song shorter than one chunk is padded, never refused) -> the model in batches.
+``hop_seconds`` plus a last chunk flush with the end on the 0.5 s grid (the rule of
+:func:`deam_mamba.data.chunks.chunk_starts`, shared with training; a song shorter than one chunk is
+padded, never refused) -> the model in batches.
 
 Scales (never mixed):
 
@@ -28,6 +30,7 @@ import numpy as np
 import torch
 
 from .data.audio import AUDIO_EXTENSIONS, load_audio
+from .data.chunks import chunk_starts  # one chunking rule for training, evaluation and prediction
 from .errors import AudioDecodeError, DeamError, OutputExistsError
 from .io import atomic_write_text
 
@@ -47,22 +50,6 @@ def denormalise_static(p: np.ndarray) -> np.ndarray:
 # --- chunking ------------------------------------------------------------------------------
 
 
-def chunk_starts(n_frames: int, chunk_frames: int, hop_frames: int, align_frames: int = 1) -> np.ndarray:
-    """Start frames of the chunks covering ``n_frames``: every ``hop_frames``, plus one final chunk
-    flush with the end (its start rounded down to a multiple of ``align_frames``, e.g. the 0.5 s
-    grid of dynamic outputs) so the tail is not dropped. A song shorter than a chunk gives ``[0]``."""
-    if chunk_frames <= 0 or hop_frames <= 0 or align_frames <= 0:
-        raise ValueError(f"chunk_frames ({chunk_frames}), hop_frames ({hop_frames}) and align_frames "
-                         f"({align_frames}) must be > 0")
-    if n_frames <= chunk_frames:
-        return np.zeros(1, dtype=np.int64)
-    starts = list(range(0, n_frames - chunk_frames + 1, hop_frames))
-    last = (n_frames - chunk_frames) // align_frames * align_frames
-    if last > starts[-1]:
-        starts.append(last)
-    return np.asarray(starts, dtype=np.int64)
-
-
 def make_chunks(feats: torch.Tensor, chunk_frames: int, hop_frames: int, pad_value: float = 0.0,
                 align_frames: int = 1) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
     """Cut ``feats [n_mels, F]`` into ``[N, 1, n_mels, chunk_frames]``.
@@ -71,7 +58,10 @@ def make_chunks(feats: torch.Tensor, chunk_frames: int, hop_frames: int, pad_val
     on the right with ``pad_value`` (0 = the training mean once normalised).
     """
     n_mels, n_frames = feats.shape
-    starts = chunk_starts(n_frames, chunk_frames, hop_frames, align_frames)
+    if chunk_frames <= 0 or hop_frames <= 0 or align_frames <= 0:
+        raise ValueError(f"chunk_frames ({chunk_frames}), hop_frames ({hop_frames}) and align_frames "
+                         f"({align_frames}) must be > 0")
+    starts = np.asarray(chunk_starts(n_frames, chunk_frames, hop_frames, align_frames), dtype=np.int64)
     if n_frames < chunk_frames:
         padded = feats.new_full((n_mels, chunk_frames), pad_value)
         padded[:, :n_frames] = feats
@@ -153,6 +143,7 @@ class Predictor:
             raise DeamError(f"hop_seconds must be > 0, got {self.hop_seconds}")
         self.chunk_frames = int(round(self.chunk_seconds * self.frames_per_second))
         self.hop_frames = max(1, int(round(self.hop_seconds * self.frames_per_second)))
+        self.align_frames = max(1, int(round(self.frames_per_second / CURVE_HZ)))  # the 0.5 s grid
         self.logmel = LogMel(feature_config).to(self.device).eval()
         self.run_dir: str | None = None
 
@@ -208,8 +199,7 @@ class Predictor:
         ``duration_s`` defaults to ``(F - 1) / frames_per_second`` (centred frames)."""
         n_frames = int(feats.shape[-1])
         duration = float(duration_s) if duration_s is not None else max(n_frames - 1, 1) / self.frames_per_second
-        align = max(1, int(round(self.frames_per_second / CURVE_HZ))) if self.mode == "dynamic" else 1
-        chunks, starts, valid = make_chunks(feats, self.chunk_frames, self.hop_frames, align_frames=align)
+        chunks, starts, valid = make_chunks(feats, self.chunk_frames, self.hop_frames, align_frames=self.align_frames)
         raw = self.predict_chunks(chunks)
         start_s = starts / self.frames_per_second
         grid = np.arange(0.0, max(duration, 1.0 / CURVE_HZ) - 1e-9, 1.0 / CURVE_HZ)
