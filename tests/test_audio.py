@@ -15,7 +15,7 @@ from deam_mamba.data.audio import audio_duration, audio_info, load_audio
 from deam_mamba.errors import AudioDecodeError
 
 FORMATS = ["mp3", "wav", "flac", "ogg"]
-RATES = [(44100, 2), (48000, 2), (22050, 1), (16000, 1)]
+RATES = [(sr, ch) for sr in (44100, 48000, 22050, 16000) for ch in (2, 1)]
 
 
 def _librosa(path: Path, sr: int | None = 16000, mono: bool = True) -> np.ndarray:
