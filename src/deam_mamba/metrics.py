@@ -85,61 +85,52 @@ def _out(v: np.ndarray, was_1d: bool) -> float | np.ndarray:
     return float(v[0]) if was_1d else v
 
 
-# --- batched cores: [..., N, D] -> [..., D], reducing over the sample axis -2 ---------------
+# --- batched cores --------------------------------------------------------------------------
+# ``_stats_last`` works on [..., N] arrays and reduces the LAST axis (contiguous, so numpy's
+# reductions are fast); every requested metric shares the same moments. ``_compute`` adapts the
+# public [..., N, D] layout to it.
 
 
-def _moments(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, ...]:
-    my, mp = y.mean(-2), p.mean(-2)
-    dy, dp = y - my[..., None, :], p - mp[..., None, :]
-    vy, vp = (dy * dy).mean(-2), (dp * dp).mean(-2)
-    y_const = y.max(-2) == y.min(-2)  # exact test: float round-off cannot fake a variance
-    p_const = p.max(-2) == p.min(-2)
-    cov = np.where(y_const | p_const, 0.0, (dy * dp).mean(-2))
-    return my, mp, vy, vp, cov, y_const, p_const
-
-
-def _mse_core(y: np.ndarray, p: np.ndarray) -> np.ndarray:
-    return ((p - y) ** 2).mean(-2)
-
-
-def _rmse_core(y: np.ndarray, p: np.ndarray) -> np.ndarray:
-    return np.sqrt(_mse_core(y, p))
-
-
-def _mae_core(y: np.ndarray, p: np.ndarray) -> np.ndarray:
-    return np.abs(p - y).mean(-2)
-
-
-def _pearson_core(y: np.ndarray, p: np.ndarray) -> np.ndarray:
-    _, _, vy, vp, cov, y_const, p_const = _moments(y, p)
-    undefined = y_const | p_const | (y.shape[-2] < 2)
+def _stats_last(y: np.ndarray, p: np.ndarray, names: Sequence[str]) -> dict[str, np.ndarray]:
+    """``y, p: [..., N]`` -> ``{name: [...]}`` for the metrics in ``names``."""
+    out: dict[str, np.ndarray] = {}
+    err = p - y
+    mse_ = np.einsum("...i,...i->...", err, err) / y.shape[-1]
+    if "mse" in names:
+        out["mse"] = mse_
+    if "rmse" in names:
+        out["rmse"] = np.sqrt(mse_)
+    if "mae" in names:
+        out["mae"] = np.abs(err).mean(-1)
+    if not {"pearson_r", "ccc", "r2"} & set(names):
+        return out
+    my = y.mean(-1)
+    dy = y - my[..., None]
+    vy = np.einsum("...i,...i->...", dy, dy) / y.shape[-1]
+    y_const = y.max(-1) == y.min(-1)  # exact test: float round-off cannot fake a variance
     with np.errstate(divide="ignore", invalid="ignore"):
-        r = cov / np.sqrt(vy * vp)
-    return np.where(undefined, np.nan, np.clip(r, -1.0, 1.0))
+        if "r2" in names:  # 1 - SS_res / SS_tot, both divided by N
+            out["r2"] = np.where(y_const, np.nan, 1.0 - mse_ / vy)
+        if {"pearson_r", "ccc"} & set(names):
+            mp = p.mean(-1)
+            dp = p - mp[..., None]
+            vp = np.einsum("...i,...i->...", dp, dp) / y.shape[-1]
+            p_const = p.max(-1) == p.min(-1)
+            cov = np.where(y_const | p_const, 0.0, np.einsum("...i,...i->...", dy, dp) / y.shape[-1])
+            if "pearson_r" in names:
+                r = np.clip(cov / np.sqrt(vy * vp), -1.0, 1.0)
+                out["pearson_r"] = np.where(y_const | p_const | (y.shape[-1] < 2), np.nan, r)
+            if "ccc" in names:
+                den = vy + vp + (my - mp) ** 2
+                out["ccc"] = np.where(den > 0, 2.0 * cov / den, np.nan)
+    return out
 
 
-def _ccc_core(y: np.ndarray, p: np.ndarray) -> np.ndarray:
-    my, mp, vy, vp, cov, _, _ = _moments(y, p)
-    den = vy + vp + (my - mp) ** 2
-    with np.errstate(divide="ignore", invalid="ignore"):
-        c = 2.0 * cov / den
-    return np.where(den > 0, c, np.nan)
-
-
-def _r2_core(y: np.ndarray, p: np.ndarray) -> np.ndarray:
-    ss_res = ((y - p) ** 2).sum(-2)
-    my = y.mean(-2)
-    ss_tot = ((y - my[..., None, :]) ** 2).sum(-2)
-    y_const = y.max(-2) == y.min(-2)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        r = 1.0 - ss_res / ss_tot
-    return np.where(y_const, np.nan, r)
-
-
-_CORES: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
-    "mse": _mse_core, "rmse": _rmse_core, "mae": _mae_core,
-    "pearson_r": _pearson_core, "ccc": _ccc_core, "r2": _r2_core,
-}
+def _compute(y: np.ndarray, p: np.ndarray, names: Sequence[str] = METRIC_NAMES) -> dict[str, np.ndarray]:
+    """``y, p: [..., N, D]`` -> ``{name: [..., D]}``."""
+    yt = np.ascontiguousarray(np.swapaxes(y, -1, -2))
+    pt = np.ascontiguousarray(np.swapaxes(p, -1, -2))
+    return _stats_last(yt, pt, names)
 
 
 # --- public point metrics -----------------------------------------------------------------
@@ -148,25 +139,25 @@ _CORES: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
 def mse(y_true: Any, y_pred: Any) -> float | np.ndarray:
     """Mean squared error, in squared label units. ``[N]`` -> float, ``[N, D]`` -> ``[D]``."""
     y, p, one = _pair(y_true, y_pred)
-    return _out(_mse_core(y, p), one)
+    return _out(_compute(y, p, ("mse",))["mse"], one)
 
 
 def rmse(y_true: Any, y_pred: Any) -> float | np.ndarray:
     """Root mean squared error, in label units (1-9 points for static, [-1, 1] units for dynamic)."""
     y, p, one = _pair(y_true, y_pred)
-    return _out(_rmse_core(y, p), one)
+    return _out(_compute(y, p, ("rmse",))["rmse"], one)
 
 
 def mae(y_true: Any, y_pred: Any) -> float | np.ndarray:
     """Mean absolute error, in label units."""
     y, p, one = _pair(y_true, y_pred)
-    return _out(_mae_core(y, p), one)
+    return _out(_compute(y, p, ("mae",))["mae"], one)
 
 
 def pearson_r(y_true: Any, y_pred: Any) -> float | np.ndarray:
     """Pearson correlation in [-1, 1]; ``nan`` where either side is constant or N < 2."""
     y, p, one = _pair(y_true, y_pred)
-    return _out(_pearson_core(y, p), one)
+    return _out(_compute(y, p, ("pearson_r",))["pearson_r"], one)
 
 
 def ccc(y_true: Any, y_pred: Any) -> float | np.ndarray:
@@ -176,13 +167,13 @@ def ccc(y_true: Any, y_pred: Any) -> float | np.ndarray:
     when both sides are constant and equal.
     """
     y, p, one = _pair(y_true, y_pred)
-    return _out(_ccc_core(y, p), one)
+    return _out(_compute(y, p, ("ccc",))["ccc"], one)
 
 
 def r2(y_true: Any, y_pred: Any) -> float | np.ndarray:
     """Coefficient of determination ``1 - SS_res / SS_tot`` (can be negative); ``nan`` if y_true is constant."""
     y, p, one = _pair(y_true, y_pred)
-    return _out(_r2_core(y, p), one)
+    return _out(_compute(y, p, ("r2",))["r2"], one)
 
 
 # --- bootstrap ----------------------------------------------------------------------------
@@ -209,12 +200,14 @@ def _boot_many(
     """
     idx = _boot_indices(y.shape[0], n, seed)
     block = max(1, 4_000_000 // max(1, y.size))
+    yt, pt = np.ascontiguousarray(y.T), np.ascontiguousarray(p.T)  # [D, N]
     stats: dict[str, list[np.ndarray]] = {k: [] for k in names}
     for s in range(0, n, block):
         b = idx[s : s + block]
-        yb, pb = y[b], p[b]  # [B, N, D]
-        for k in names:
-            stats[k].append(_CORES[k](yb, pb))
+        # one 1-D gather per dimension keeps [D, B, N] C-contiguous (yt[:, b] would not be)
+        yb, pb = np.stack([c[b] for c in yt]), np.stack([c[b] for c in pt])
+        for k, v in _stats_last(yb, pb, names).items():  # [D, B, N] -> [D, B]
+            stats[k].append(v.T)
     return {k: _percentile_ci(np.concatenate(parts, axis=0), alpha) for k, parts in stats.items()}
 
 
@@ -245,7 +238,7 @@ def bootstrap_ci(
     _check_boot_args(n, alpha)
     yy, pp, one = _pair(y, p)
     if isinstance(metric, str):
-        if metric not in _CORES:
+        if metric not in METRIC_NAMES:
             raise ConfigError(f"unknown metric {metric!r}; known: {', '.join(METRIC_NAMES)}")
         lo, hi = _boot_many([metric], yy, pp, n, seed, alpha)[metric]
         return _out(lo, one), _out(hi, one)
@@ -301,7 +294,7 @@ def regression_metrics(
             f"expected arrays of shape [N, {len(names)}] for dimensions {names}, got {tuple(np.shape(y_true))}"
         )
     _check_scale(y, scale, "y_true")
-    values = {k: _CORES[k](y, p) for k in METRIC_NAMES}
+    values = _compute(y, p)
     cis = None
     if bootstrap:
         _check_boot_args(bootstrap, alpha)
@@ -378,8 +371,9 @@ def mediaeval2015_metrics(
         _check_finite(t, f"true curve of song {sid}")
         _check_finite(q, f"predicted curve of song {sid}")
         _check_scale(t, scale, f"true curve of song {sid}")
-        rmses.append(_rmse_core(t, q))
-        rs.append(_pearson_core(t, q))
+        v = _compute(t, q, ("rmse", "pearson_r"))
+        rmses.append(v["rmse"])
+        rs.append(v["pearson_r"])
     out: dict[str, Any] = {
         "kind": "mediaeval2015", "scale": scale, "names": names,
         "n_songs": len(rmses), "n_empty": n_empty,
