@@ -152,3 +152,18 @@ def test_duration_prefix_equals_librosa_and_full_decode(files):
     assert load_audio(path, duration=10.0).shape == full.shape  # longer than the file: all of it
     with pytest.raises(ValueError):
         load_audio(path, duration=0)
+
+
+def test_mp3_frame_walk_matches_decoded_length(files, tmp_path):
+    from deam_mamba.data.audio import mp3_length_problem, mp3_stream_samples
+
+    for sr, ch in RATES:
+        path = files[("mp3", sr, ch)]
+        decoded = sf.info(str(path)).frames
+        assert 0 <= mp3_stream_samples(path) - decoded <= 2304  # encoder delay + padding only
+        assert mp3_length_problem(path, decoded) is None
+    assert mp3_stream_samples(files[("wav", 44100, 2)]) is None
+    tagged = tmp_path / "tagged.mp3"  # an ID3v2 tag in front and an ID3v1 tag behind are skipped
+    body = files[("mp3", 44100, 2)].read_bytes()
+    tagged.write_bytes(b"ID3\x04\x00\x00\x00\x00\x00\x14" + b"\x00" * 20 + body + b"TAG" + b"\x00" * 125)
+    assert mp3_stream_samples(tagged) == mp3_stream_samples(files[("mp3", 44100, 2)])

@@ -11,6 +11,7 @@ import pytest
 
 from _deam_tree import GOOD_LABELS, PROBLEM_IDS, expected_dynamic, write_deam_tree
 from deam_mamba.cli import main as cli_main
+from deam_mamba.data.audio import load_audio
 from deam_mamba.data.deam import (DYNAMIC_SCALE, ENV_VAR, KAGGLE_HANDLE, STATIC_SCALE, DEAMHandler,
                                   resolve_root)
 from deam_mamba.errors import (AudioDecodeError, ConfigError, DatasetLayoutError, DatasetNotFoundError,
@@ -307,13 +308,20 @@ def test_more_static_and_audio_quirks(tmp_path):
     assert ("label_without_audio", 4) not in kinds and ("audio_without_label", 3) not in kinds
 
 
-def test_deep_audio_check_finds_truncated_mp3(tmp_path):
-    t = write_deam_tree(tmp_path, problems=False)
+def test_audio_check_finds_truncated_and_xingless_mp3(tmp_path):
+    t = write_deam_tree(tmp_path, problems=False, seconds=3.0)
     data = (t.audio_dir / "2.mp3").read_bytes()
-    (t.audio_dir / "2.mp3").write_bytes(data[: len(data) // 2])
+    (t.audio_dir / "2.mp3").write_bytes(data[: len(data) // 2])  # its Xing header promises 3 s
+    data = (t.audio_dir / "24.mp3").read_bytes()
+    assert data[:2] == b"\xff\xfb" and b"Xing" in data[:417]  # 1st frame (417 B at 128 kb/s) is the VBR header
+    (t.audio_dir / "24.mp3").write_bytes(data[417:])
     h = DEAMHandler(t.root)
-    h.check_audio(progress=False)  # the header still reads
-    assert 2 in h.ids
+    full = h.load_wave(24)
+    assert 0 < full.shape[1] < 0.9 * 3 * 16000  # what libsndfile (and librosa) silently do
+    assert load_audio(t.audio_dir / "24.mp3").shape == full.shape
+    durations = h.check_audio(progress=False)
+    msgs = {p.song_id: p.message for p in h.problems if p.kind == "unreadable_audio"}
+    assert set(msgs) == {2, 24} and 2 not in h.ids and 24 not in h.ids and 3 in durations
+    assert msgs[2].startswith("truncated") and "Xing" in msgs[24]
     h.check_audio(deep=True, progress=False)
-    assert 2 not in h.ids
-    assert [p.message for p in h.problems if p.kind == "unreadable_audio"][0].startswith("truncated")
+    assert len([p for p in h.problems if p.kind == "unreadable_audio"]) == 2

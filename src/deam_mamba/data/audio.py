@@ -129,3 +129,61 @@ def audio_info(path: str | Path) -> tuple[float, int, int]:
 def audio_duration(path: str | Path) -> float:
     """Duration in seconds from the header (no full decode)."""
     return audio_info(path)[0]
+
+
+_MP3_KBPS = {1: (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320),   # MPEG-1 layer III
+             2: (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160)}      # MPEG-2/2.5 layer III
+_MP3_RATES = {3: (44100, 48000, 32000), 2: (22050, 24000, 16000), 0: (11025, 12000, 8000)}
+
+
+def mp3_stream_samples(path: str | Path) -> int | None:
+    """Samples per channel that the MPEG layer III frames of ``path`` hold, by walking frame headers.
+
+    No decoding (~ms). ``None`` if the file is not a layer III stream. Used to catch what the
+    header-based length misses: libsndfile (and so ``librosa.load``) stops at an *estimated*
+    length for a VBR MP3 without a Xing/Info header, silently dropping the rest of the song.
+    """
+    data = Path(path).read_bytes()
+    pos = 0
+    if data[:3] == b"ID3" and len(data) >= 10:  # ID3v2 tag: syncsafe size (+ footer)
+        pos = 10 + ((data[6] & 0x7F) << 21 | (data[7] & 0x7F) << 14 | (data[8] & 0x7F) << 7 | (data[9] & 0x7F))
+        pos += 10 if data[5] & 0x10 else 0
+    samples, first = 0, True
+    while pos + 4 <= len(data):
+        b1, b2 = data[pos + 1], data[pos + 2]
+        version, layer = (b1 >> 3) & 3, (b1 >> 1) & 3
+        if data[pos] != 0xFF or b1 & 0xE0 != 0xE0 or version == 1 or layer != 1 or b2 >> 4 in (0, 15) \
+                or (b2 >> 2) & 3 == 3:
+            if first and samples == 0 and pos < 8192:  # junk before the first frame: resync
+                pos += 1
+                continue
+            break  # ID3v1 "TAG", APE tag, trailing junk or a cut frame: the stream ends here
+        mpeg1 = version == 3
+        kbps = _MP3_KBPS[1 if mpeg1 else 2][b2 >> 4]
+        rate = _MP3_RATES[version][(b2 >> 2) & 3]
+        length = (144 if mpeg1 else 72) * kbps * 1000 // rate + ((b2 >> 1) & 1)
+        if pos + length > len(data):
+            break  # a cut last frame holds no decodable audio
+        frame = data[pos:pos + length]
+        if not (first and (b"Xing" in frame or b"Info" in frame or b"VBRI" in frame)):
+            samples += 1152 if mpeg1 else 576
+        first = False
+        pos += length
+    return samples or None
+
+
+def mp3_length_problem(path: str | Path, header_frames: int) -> str | None:
+    """Why an MP3's header length (what libsndfile decodes) disagrees with its frames, or ``None``.
+
+    Tolerance: 2 frames (encoder delay/padding) + 0.5 %.
+    """
+    stream = mp3_stream_samples(path)
+    if stream is None:
+        return None
+    tol = 2304 + stream // 200
+    if header_frames > stream + tol:
+        return f"truncated: header promises {header_frames} frames, the MP3 frames hold {stream}"
+    if header_frames < stream - tol:
+        return (f"libsndfile (and librosa) would decode only {header_frames} of the {stream} frames "
+                f"(a VBR MP3 without a Xing/Info header); re-encode the file to read all of it")
+    return None

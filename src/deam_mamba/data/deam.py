@@ -26,7 +26,7 @@ from ..errors import AudioDecodeError, ConfigError, DatasetNotFoundError, Output
 from ..io import atomic_write_text
 from .annotations import (DYNAMIC_SCALE, STATIC_COLUMNS, STATIC_SCALE, Problem, check_static, locate,
                           parse_dynamic, parse_static, scan_audio)
-from .audio import audio_info, load_audio
+from .audio import audio_info, load_audio, mp3_length_problem
 
 log = logging.getLogger(__name__)
 
@@ -280,9 +280,11 @@ class DEAMHandler:
                 "arousal": _stats(np.concatenate([a for _, _, a in per_song]) if per_song else np.zeros(0))}
 
     def check_audio(self, deep: bool = False, progress: bool = True) -> dict[int, float]:
-        """Read the header (``deep``: decode fully) of every audio file; ``{id: duration_s}`` of readable ones.
+        """Read the header of every audio file (``deep``: also decode it); ``{id: duration_s}`` of good ones.
 
-        Unreadable files are added to :attr:`problems` (kind ``unreadable_audio``) and leave :attr:`ids`.
+        MP3s also get their frames walked (no decoding): this finds truncated files and VBR files
+        without a Xing header, of which libsndfile would silently decode only a part. Unreadable
+        files are added to :attr:`problems` (kind ``unreadable_audio``) and leave :attr:`ids`.
         """
         from tqdm.auto import tqdm
 
@@ -291,6 +293,10 @@ class DEAMHandler:
         for sid, path in tqdm(sorted(self._audio.items()), desc="checking audio", disable=not progress):
             try:
                 seconds, sr, _ = audio_info(path)
+                if path.suffix.lower() == ".mp3":
+                    why = mp3_length_problem(path, int(round(seconds * sr)))
+                    if why:
+                        raise AudioDecodeError(path, why)
                 durations[sid] = load_audio(path, target_sr=None).shape[1] / sr if deep else seconds
             except AudioDecodeError as exc:
                 if ("unreadable_audio", sid) not in known:
