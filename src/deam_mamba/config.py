@@ -47,7 +47,9 @@ class ChunkConfig:
 
     chunk_seconds: float = 5.0
     hop_seconds: float | None = None  # training hop; None = chunk_seconds (no overlap)
-    eval_hop_seconds: float | None = None  # validation/inference hop; None = chunk_seconds
+    eval_hop_seconds: float | None = None  # validation/inference hop; None = hop_seconds, else chunk/2
+    random_offset: bool = False  # shift training chunks by a random multiple of 0.5 s each epoch
+    augment: dict[str, Any] | None = None  # None = off; {} = default Augment (gain, time/freq masks)
 
     def __post_init__(self) -> None:
         if self.chunk_seconds <= 0:

@@ -71,6 +71,23 @@ def broadcast_flag(info: DistInfo, flag: bool) -> bool:
     return bool(t.item())
 
 
+def sync_buffers(info: DistInfo, model: torch.nn.Module) -> None:
+    """Copy rank 0's buffers (e.g. BatchNorm running stats, which each rank updates from its own
+    batches) to every rank, so validation gives the same numbers everywhere."""
+    if info.enabled:
+        for b in model.buffers():
+            dist.broadcast(b.data, src=0)
+
+
+def mean_over_ranks(info: DistInfo, value: float) -> float:
+    """Average of a float over all ranks (itself without torchrun)."""
+    if not info.enabled:
+        return value
+    t = torch.tensor([value], dtype=torch.float64)
+    dist.all_reduce(t)
+    return float(t.item()) / info.world_size
+
+
 class ResumableSampler(DistributedSampler):
     """:class:`DistributedSampler` (seeded shuffle per epoch, one shard per rank) that can start
     part-way through an epoch: ``set_position(epoch, batches_done, batch_size)`` skips the items of

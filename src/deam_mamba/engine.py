@@ -27,7 +27,8 @@ from torch.utils.data import DataLoader
 
 from . import checkpoint as ck
 from .config import Config
-from .distributed import DistInfo, ResumableSampler, barrier, cleanup, init_distributed
+from .distributed import (DistInfo, ResumableSampler, barrier, broadcast_flag, cleanup, init_distributed,
+                          mean_over_ranks, sync_buffers)
 from .errors import ConfigError
 from .runlog import RunLog
 from .schedule import lr_at
@@ -67,8 +68,9 @@ def resolve_device(name: str, info: DistInfo | None = None) -> torch.device:
 def open_data(cfg: Config, info: DistInfo | None = None, build: bool = True):
     """``(handler, cache, splits)``: the DEAM handler, an up-to-date feature cache, train/val/test ids.
 
-    The cache is (re)built by rank 0 when missing, stale (other feature settings) or lacking songs
-    of the dataset; other ranks wait. Split ids absent from the cache are dropped with a warning.
+    The cache is (re)built by rank 0 when missing, built with other feature settings (the cache
+    keys its folders by :meth:`FeatureConfig.key`) or lacking songs of the dataset (songs that
+    could not be decoded at prepare time are not retried); other ranks wait. Split ids absent from the cache are dropped with a warning.
     """
     from .cache import FeatureCache, build_cache
     from .data.deam import DEAMHandler
@@ -83,14 +85,16 @@ def open_data(cfg: Config, info: DistInfo | None = None, build: bool = True):
         reason = None
         try:
             cache = FeatureCache(cache_dir, cfg.features)
-            missing = needed - set(int(i) for i in cache.ids)
+            skipped = set(int(x["song_id"]) for x in cache.skipped)  # undecodable at prepare time
+            missing = needed - set(int(i) for i in cache.ids) - skipped
             if missing:
                 reason = f"{len(missing)} songs missing"
         except CacheError as exc:
             reason = str(exc)
         if reason:
             log.info("preparing feature cache %s (%s)", cache_dir, reason)
-            build_cache(handler, cache_dir, cfg.features, workers=cfg.data.prepare_workers)
+            build_cache(handler, cache_dir, cfg.features, workers=cfg.data.prepare_workers,
+                        progress=cfg.train.progress)
     barrier(info)
     cache = FeatureCache(cache_dir, cfg.features)
     return handler, cache, _filter_splits(splits, cache)
@@ -116,8 +120,9 @@ def split_ids(config: Config, cache: Any) -> dict[str, list[int]]:
 
 
 def make_datasets(cfg: Config, cache: Any, splits: dict[str, list[int]]):
-    """``(train_ds, val_ds, norm)``: chunk datasets with statistics from the training split only."""
-    from .data.chunks import ChunkDataset
+    """``(train_ds, norm)``: the training chunk dataset, normalised with statistics of the training
+    split only (validation runs song by song, see :func:`validate`)."""
+    from .data.chunks import Augment, ChunkDataset
 
     if not splits["train"]:
         raise ConfigError("the training split is empty: check data.root / data.split")
@@ -125,11 +130,11 @@ def make_datasets(cfg: Config, cache: Any, splits: dict[str, list[int]]):
         raise ConfigError("the validation split is empty: early stopping needs validation songs")
     norm = cache.norm_stats(splits["train"])
     c = cfg.chunks
+    augment = Augment(**c.augment) if c.augment is not None else None
     train_ds = ChunkDataset(cache, splits["train"], chunk_seconds=c.chunk_seconds,
-                            hop_seconds=c.hop_seconds or c.chunk_seconds, norm=norm)
-    val_ds = ChunkDataset(cache, splits["val"], chunk_seconds=c.chunk_seconds,
-                          hop_seconds=c.eval_hop_seconds or c.chunk_seconds, norm=norm)
-    return train_ds, val_ds, norm
+                            hop_seconds=c.hop_seconds or c.chunk_seconds, norm=norm, augment=augment,
+                            random_offset=c.random_offset, seed=cfg.train.seed)
+    return train_ds, norm
 
 
 # --- loss and validation --------------------------------------------------------------------
@@ -157,59 +162,62 @@ def compute_loss(cfg: Config, out: torch.Tensor, batch: dict[str, torch.Tensor])
     return loss
 
 
-@torch.no_grad()
-def predict_loader(model: nn.Module, loader: DataLoader, device: torch.device, bf16: bool = False):
-    """Run ``model`` over ``loader``; returns dict of numpy arrays (outputs + labels + song ids)."""
-    model.eval()
-    outs, ys, yd, ym, sids = [], [], [], [], []
-    for batch in loader:
-        with _autocast(device, bf16):
-            out = model(batch["x"].to(device, non_blocking=True))
-        outs.append(out.float().cpu())
-        ys.append(batch["y"])
-        yd.append(batch["y_dyn"])
-        ym.append(batch["y_dyn_mask"])
-        sids.append(torch.as_tensor(batch["song_id"]))
-    return {"out": torch.cat(outs).numpy(), "y": torch.cat(ys).numpy(), "y_dyn": torch.cat(yd).numpy(),
-            "y_dyn_mask": torch.cat(ym).numpy(), "song_id": torch.cat(sids).numpy()}
+def validate(cfg: Config, model: nn.Module, cache: Any, ids: list[int], norm: Any, device: torch.device,
+             progress: bool = False) -> dict[str, float]:
+    """Song-level validation metrics; every name carries its scale (``_1to9`` / ``_pm1``).
 
+    Songs go through exactly the path of ``deam-mamba evaluate``/``predict``
+    (:class:`deam_mamba.inference.Predictor`: normalised cached log-mel -> chunks every
+    ``eval_hop_seconds`` -> model -> mean over chunks), so the validation numbers are the numbers
+    ``evaluate --split val`` reports for the same checkpoint.
 
-def song_metrics(mode: str, pred: dict[str, np.ndarray]) -> dict[str, float]:
-    """Validation metrics at song level; every name carries its scale (``_1to9`` / ``_pm1``).
-
-    static: chunk outputs are mean-pooled per song, mapped to 1-9 and compared with the song means.
-    dynamic: every annotated 2 Hz point of every chunk (pooled CCC/RMSE on [-1, 1]) plus the
-    MediaEval-style per-song RMSE averaged over songs.
+    static: song means mapped to 1-9 vs the song labels (CCC, Pearson r, RMSE per dimension).
+    dynamic: the predicted 2 Hz curve at every annotated time on [-1, 1] (pooled CCC and RMSE over
+    all points, and the MediaEval-style per-song RMSE averaged over songs).
     """
+    from .evaluate import dynamic_truth, static_truth
+    from .inference import Predictor, run_chunking
+
+    chunk_s, hop_s = run_chunking(cfg)
+    pred = Predictor(model, cfg.features, norm, mode=cfg.mode, chunk_seconds=chunk_s, hop_seconds=hop_s,
+                     device=device, batch_size=cfg.train.eval_batch_size)
+    dims = ("valence", "arousal")
+    m: dict[str, float] = {}
+    truth, guess, song_rmse = [], [], []
+    with torch.no_grad():
+        for sid in ids:
+            mel = torch.from_numpy(np.asarray(cache.features(sid), dtype=np.float32))
+            sp = pred.predict_features(pred.normalise(mel), source=str(sid))
+            if cfg.mode == "static":
+                truth.append(static_truth(cache, sid))
+                guess.append((sp.valence, sp.arousal))
+            else:
+                t, y = dynamic_truth(cache, sid)
+                if len(t) == 0:
+                    continue
+                p = np.stack([np.interp(t, sp.curve_times_s, sp.curve_valence),
+                              np.interp(t, sp.curve_times_s, sp.curve_arousal)], axis=1)
+                truth.append(y)
+                guess.append(p)
+                song_rmse.append(np.sqrt(np.mean((y - p) ** 2, axis=0)))
+    model.train()
     from .metrics import ccc, pearson_r, rmse
 
-    m: dict[str, float] = {}
-    sids = pred["song_id"]
-    songs = np.unique(sids)
-    dims = ("valence", "arousal")
-    if mode == "static":
-        p = np.stack([pred["out"][sids == s, :2].mean(axis=0) for s in songs])
-        y = np.stack([pred["y"][sids == s][0] for s in songs]).astype(np.float64)
-        p = denormalise_static(p)
-        for d, name in enumerate(dims):
-            m[f"val_ccc_{name}_1to9"] = _f(ccc(y[:, d], p[:, d]))
-            m[f"val_pearson_{name}_1to9"] = _f(pearson_r(y[:, d], p[:, d]))
-            m[f"val_rmse_{name}_1to9"] = _f(rmse(y[:, d], p[:, d]))
-        m["val_ccc_mean_1to9"] = (m["val_ccc_valence_1to9"] + m["val_ccc_arousal_1to9"]) / 2
+    if cfg.mode == "static":
+        y, p, sfx = np.asarray(truth, np.float64), np.asarray(guess, np.float64), "1to9"
     else:
-        n, k = pred["y_dyn"].shape[:2]
-        p = pred["out"].reshape(n, k, 2)
-        mask = pred["y_dyn_mask"].astype(bool)
-        pt, yt = p[mask], pred["y_dyn"][mask].astype(np.float64)
-        song_of = np.broadcast_to(sids[:, None], mask.shape)[mask]
-        for d, name in enumerate(dims):
-            m[f"val_ccc_{name}_pm1"] = _f(ccc(yt[:, d], pt[:, d])) if len(yt) > 1 else float("nan")
-            m[f"val_rmse_{name}_pm1"] = _f(rmse(yt[:, d], pt[:, d])) if len(yt) else float("nan")
-            per_song = [math.sqrt(np.mean((yt[song_of == s, d] - pt[song_of == s, d]) ** 2))
-                        for s in np.unique(song_of)]
-            m[f"val_song_rmse_{name}_pm1"] = float(np.mean(per_song)) if per_song else float("nan")
-        m["val_ccc_mean_pm1"] = (m["val_ccc_valence_pm1"] + m["val_ccc_arousal_pm1"]) / 2
-    m["val_songs"] = float(len(songs))
+        y = np.concatenate(truth) if truth else np.zeros((0, 2))
+        p = np.concatenate(guess) if guess else np.zeros((0, 2))
+        sfx = "pm1"
+    for d, name in enumerate(dims):
+        ok = len(y) > 1
+        m[f"val_ccc_{name}_{sfx}"] = _f(ccc(y[:, d], p[:, d])) if ok else float("nan")
+        m[f"val_pearson_{name}_{sfx}"] = _f(pearson_r(y[:, d], p[:, d])) if ok else float("nan")
+        m[f"val_rmse_{name}_{sfx}"] = _f(rmse(y[:, d], p[:, d])) if len(y) else float("nan")
+        if cfg.mode == "dynamic":
+            m[f"val_song_rmse_{name}_{sfx}"] = float(np.mean([r[d] for r in song_rmse])) if song_rmse else float("nan")
+    m[f"val_ccc_mean_{sfx}"] = (m[f"val_ccc_valence_{sfx}"] + m[f"val_ccc_arousal_{sfx}"]) / 2
+    m["val_songs"] = float(len(truth))
     return m
 
 
@@ -281,7 +289,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, argv: list[str] | None, inf
     device = resolve_device(t.device, info)
     seed_everything(t.seed)
     _, cache, splits = open_data(cfg, info)
-    train_ds, val_ds, norm = make_datasets(cfg, cache, splits)
+    train_ds, norm = make_datasets(cfg, cache, splits)
     model = ck.build_model(cfg).to(device)
     opt = make_optimizer(model, cfg)
     sampler = ResumableSampler(train_ds, info, seed=t.seed, drop_last=len(train_ds) >= t.batch_size * info.world_size)
@@ -290,8 +298,6 @@ def _train(cfg: Config, run_dir: Path, resume: bool, argv: list[str] | None, inf
     gen = torch.Generator().manual_seed(t.seed)  # DataLoader's own RNG: leaves the global one alone
     train_loader = DataLoader(train_ds, batch_size=t.batch_size, sampler=sampler, drop_last=True,
                               num_workers=cfg.data.loader_workers, generator=gen)
-    val_loader = DataLoader(val_ds, batch_size=t.eval_batch_size, shuffle=False,
-                            num_workers=cfg.data.loader_workers)
     meta = ck.checkpoint_meta(cfg, norm)
 
     st = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "loss_sum": 0.0, "loss_n": 0, "best": None,
@@ -322,6 +328,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, argv: list[str] | None, inf
 
     while st["epoch"] < t.epochs and not st["stopped_early"] and st["step"] < total_steps:
         sampler.set_position(st["epoch"], st["batch_in_epoch"], t.batch_size)
+        train_ds.set_epoch(st["epoch"])  # offsets/augmentation seeded by (seed, epoch, index)
         gen.manual_seed(t.seed * 100_003 + st["epoch"])  # worker seeds depend on the epoch only
         net.train()
         bar = tqdm(train_loader, desc=f"epoch {st['epoch'] + 1}/{t.epochs}", unit="batch",
@@ -352,11 +359,14 @@ def _train(cfg: Config, run_dir: Path, resume: bool, argv: list[str] | None, inf
             if done:
                 break
         # end of epoch (or of max_steps): validate, early-stop bookkeeping, checkpoint, log
-        metrics = song_metrics(cfg.mode, predict_loader(model, val_loader, device, t.bf16))
+        sync_buffers(info, model)
+        metrics = validate(cfg, model, cache, splits["val"], norm, device)
         score = metrics[metric_name]
         improved = st["best"] is None or (math.isfinite(score) and score > st["best"] + t.min_delta)
+        improved = broadcast_flag(info, improved)  # every rank takes rank 0's decision
+        train_loss = mean_over_ranks(info, st["loss_sum"] / max(1, st["loss_n"]))
         row = {"epoch": st["epoch"] + 1, "step": st["step"], "lr": lr_at(max(0, st["step"] - 1), cfg.optim, total_steps),
-               "train_loss": st["loss_sum"] / max(1, st["loss_n"]), **metrics}
+               "train_loss": train_loss, **metrics}
         st["history"].append(row)
         last_metrics = row
         if improved:
@@ -368,7 +378,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, argv: list[str] | None, inf
         st["epoch"] += 1
         st["batch_in_epoch"] = 0
         st["loss_sum"], st["loss_n"] = 0.0, 0
-        if t.patience and st["bad_epochs"] >= t.patience:
+        if broadcast_flag(info, bool(t.patience and st["bad_epochs"] >= t.patience)):
             st["stopped_early"] = True
             log.info("early stop: %s has not improved for %d epochs", metric_name, t.patience)
         save(dict(row) if improved else None)

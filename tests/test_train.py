@@ -1,0 +1,209 @@
+"""The training engine end to end on the tiny synthetic corpus: run folder, load_run, dynamic mode,
+exact resume after SIGKILL, and DDP with 2 gloo processes (torchrun)."""
+from __future__ import annotations
+
+import csv
+import importlib.metadata
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from _inference_helpers import shared_cache
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "configs" / "test_tiny.yaml"
+
+
+def _overrides(corpus: Path, cache: Path, *extra: str) -> list[str]:
+    return [f"data.root={corpus}", f"data.cache={cache}", "data.split=official2015", *extra]
+
+
+def _weights(run_dir: Path, which: str = "last") -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    from deam_mamba.checkpoint import checkpoint_paths
+
+    return load_file(str(checkpoint_paths(run_dir, which)[0]))
+
+
+def _rows(run_dir: Path) -> list[dict[str, str]]:
+    with open(run_dir / "log.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO / "src") + os.pathsep + env.get("PYTHONPATH", "")
+    env.setdefault("OMP_NUM_THREADS", "1")
+    return env
+
+
+@pytest.fixture(scope="module")
+def static_run(synth_corpus, tmp_path_factory):
+    from deam_mamba.config import load_config
+    from deam_mamba.engine import train
+
+    cfg = load_config(TINY, _overrides(synth_corpus, shared_cache(tmp_path_factory)))
+    run_dir = tmp_path_factory.mktemp("train_static") / "run"
+    return cfg, train(cfg, run_dir, argv=["test"])
+
+
+def test_run_folder_holds_everything(static_run):
+    import yaml
+
+    from deam_mamba.config import config_from_dict
+
+    cfg, res = static_run
+    rd = res.run_dir
+    assert config_from_dict(yaml.safe_load((rd / "config.yaml").read_text())) == cfg
+    meta = json.loads((rd / "meta.json").read_text())
+    assert meta["seed"] == 0 and meta["command"] == ["test"] and meta["mode"] == "static"
+    assert meta["versions"]["torch"] == importlib.metadata.version("torch")
+    assert "start_time_utc" in meta and "git_commit" in meta
+    assert set(meta["splits"]) == {"train", "val", "test"} and meta["splits"]["test"] == [2001, 2002, 2003]
+    rows = _rows(rd)
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert list(rows[0])[:4] == ["epoch", "step", "lr", "train_loss"]
+    assert int(rows[-1]["step"]) == res.step > 0
+    assert any(p.name.startswith("events.out.tfevents") for p in (rd / "tb").iterdir())
+    names = {p.name for p in (rd / "checkpoints").iterdir()}
+    assert {"best.json", "last.json"} <= names and not any(n.endswith(".tmp") for n in names)
+    assert json.loads((rd / "train_summary.json").read_text())["step"] == res.step
+
+
+def test_metric_names_carry_the_static_scale(static_run):
+    _, res = static_run
+    keys = [k for k in res.last_metrics if k.startswith("val_") and k != "val_songs"]
+    assert keys and all(k.endswith("_1to9") for k in keys)
+    for k in ("val_ccc_valence_1to9", "val_ccc_arousal_1to9", "val_rmse_valence_1to9", "val_ccc_mean_1to9"):
+        assert math.isfinite(res.last_metrics[k])
+    assert res.last_metrics["val_songs"] == 2
+
+
+def test_lr_in_log_follows_the_schedule(static_run):
+    from deam_mamba.schedule import lr_at
+
+    cfg, res = static_run
+    for r in _rows(res.run_dir):
+        assert float(r["lr"]) == pytest.approx(lr_at(int(r["step"]) - 1, cfg.optim, res.step), rel=1e-5)
+
+
+def test_load_run_gives_eval_model_and_norm_stats(static_run, synth_corpus, tmp_path_factory):
+    from deam_mamba.cache import FeatureCache
+    from deam_mamba.checkpoint import load_run
+
+    cfg, res = static_run
+    run = load_run(res.run_dir)
+    assert not run.model.training and run.mode == "static" and run.feature_config == cfg.features
+    assert run.norm_stats is not None and run.norm_stats.n_mels == cfg.features.n_mels
+    assert run.best_metrics["val_ccc_mean_1to9"] == pytest.approx(
+        max(r["val_ccc_mean_1to9"] for r in res.history))
+    # norm stats are those of the training split only
+    cache = FeatureCache(cfg.data.cache, cfg.features)
+    expect = cache.norm_stats(json.loads((res.run_dir / "meta.json").read_text())["splits"]["train"])
+    assert run.norm_stats.mean == pytest.approx(expect.mean, abs=1e-5)
+    frames = int(cfg.chunks.chunk_seconds * cache.frames_per_second)
+    out = run.model(torch.zeros(3, 1, cfg.features.n_mels, frames))
+    assert out.shape == (3, 2)
+
+
+def test_existing_run_is_not_overwritten(static_run):
+    from deam_mamba.engine import train
+    from deam_mamba.errors import OutputExistsError
+
+    cfg, res = static_run
+    with pytest.raises(OutputExistsError, match="--resume"):
+        train(cfg, res.run_dir)
+
+
+def test_dynamic_mode_keeps_the_scales_apart(synth_corpus, tmp_path_factory):
+    from deam_mamba.checkpoint import load_run
+    from deam_mamba.config import load_config
+    from deam_mamba.engine import train
+
+    cfg = load_config(TINY, _overrides(synth_corpus, shared_cache(tmp_path_factory), "mode=dynamic",
+                                       "train.epochs=1", "loss.name=mse+ccc"))
+    res = train(cfg, tmp_path_factory.mktemp("train_dyn") / "run")
+    keys = [k for k in res.last_metrics if k.startswith("val_") and k != "val_songs"]
+    assert keys and all(k.endswith("_pm1") for k in keys)
+    assert math.isfinite(res.last_metrics["val_ccc_mean_pm1"])
+    assert res.last_metrics["val_songs"] >= 1
+    run = load_run(res.run_dir)
+    k = int(round(cfg.chunks.chunk_seconds * 2))
+    assert run.mode == "dynamic"
+    assert run.model(torch.zeros(1, 1, cfg.features.n_mels, 200)).shape == (1, 2 * k)
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_reaches_the_same_result(synth_corpus, tmp_path_factory, tmp_path):
+    """A run killed with SIGKILL mid-epoch and resumed ends bit-identical to an uninterrupted one."""
+    from deam_mamba.config import load_config
+    from deam_mamba.engine import train
+    from deam_mamba.runlog import start_training
+
+    ovr = _overrides(synth_corpus, shared_cache(tmp_path_factory), "train.epochs=3", "train.save_every_steps=3",
+                     "model.kwargs.drop_path_rate=0.1")  # drop path: the RNG state matters too
+    ref = train(load_config(TINY, ovr), tmp_path / "ref")
+
+    killed = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "deam_mamba.cli", "train", "--config", str(TINY), "--run-dir", str(killed), *ovr]
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    last = killed / "checkpoints" / "last.json"
+    deadline = time.time() + 240
+    step = 0
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            step = json.loads(last.read_text())["step"]
+        except (OSError, ValueError):
+            step = 0
+        if step >= 6:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, f"training ended before it could be killed: {proc.stderr.read().decode()[-2000:]}"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert 6 <= json.loads(last.read_text())["step"] < ref.step  # killed part-way
+
+    res = start_training(None, [], resume=killed)
+    assert res.step == ref.step and res.epoch == ref.epoch
+    a, b = _weights(ref.run_dir), _weights(killed)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert res.best_metrics == ref.best_metrics
+    assert (killed / "log.csv").read_text() == (ref.run_dir / "log.csv").read_text()
+    assert len(json.loads((killed / "meta.json").read_text())["resumed"]) == 1
+
+
+@pytest.mark.slow
+def test_ddp_two_gloo_processes(synth_corpus, tmp_path_factory, tmp_path):
+    """torchrun with 2 CPU processes: each rank trains on half the chunks, only rank 0 writes."""
+    from deam_mamba.checkpoint import load_run
+
+    run_dir = tmp_path / "ddp"
+    ovr = _overrides(synth_corpus, shared_cache(tmp_path_factory), "train.epochs=1", "train.batch_size=4")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "deam_mamba.cli", "train", "--config", str(TINY), "--run-dir", str(run_dir), *ovr]
+    done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    meta = json.loads((run_dir / "meta.json").read_text())
+    assert meta["world_size"] == 2
+    from deam_mamba.config import load_config
+    from deam_mamba.engine import make_datasets, open_data
+
+    cfg = load_config(TINY, ovr)
+    _, cache, splits = open_data(cfg, build=False)
+    n_chunks = len(make_datasets(cfg, cache, splits)[0])
+    assert meta["steps_per_epoch"] == (n_chunks // 2) // 4  # one shard per rank
+    assert int(_rows(run_dir)[-1]["step"]) == meta["steps_per_epoch"]
+    assert len(list((run_dir / "checkpoints").glob("*.safetensors"))) == 1
+    run = load_run(run_dir)
+    assert math.isfinite(run.best_metrics["val_ccc_mean_1to9"])
+    assert done.stdout.count("best {") == 1  # the summary line is printed by rank 0 only
