@@ -8,6 +8,10 @@ missing, empty, truncated or corrupt file — is an :class:`~deam_mamba.errors.A
 Range: samples are nominally in [-1, 1] but are NOT clipped by default: loud MP3s decode (and
 resampling rings) slightly past ±1, and ``librosa.load`` keeps those values too; clipping would
 distort them and break equality with librosa (``clip=True`` clips anyway).
+
+Known libsndfile limit: a VBR MP3 *without* a Xing/Info header decodes only up to a length
+estimated from its first frame (librosa has the same problem). ``load_audio`` does not pay to
+check every call; :func:`mp3_length_problem` (used by ``deam-mamba info --check-audio``) finds such files.
 """
 from __future__ import annotations
 
