@@ -169,6 +169,10 @@ def test_dynamic_problems_and_missing_files(tmp_path):
     assert ("dynamic_out_of_range", 3) in kinds and ("dynamic_unreadable_row", None) in kinds
     assert len(h.dynamic_labels(3)[0]) == 0 and len(h.dynamic_labels(4)[0]) == 0
     assert 3 in h.ids  # static labels are fine: the song stays, its dynamic labels are unused
+    hdr = t.dyn_valence.read_bytes()
+    t.dyn_valence.write_bytes(hdr.replace(b"sample_15000ms,", b"sample_14500ms,", 1))
+    with pytest.raises(DatasetLayoutError, match="time columns"):
+        DEAMHandler(t.root)
     t.dyn_valence.unlink()
     h = DEAMHandler(t.root)
     assert any(p.kind == "missing_file" and "valence" in p.message for p in h.problems)

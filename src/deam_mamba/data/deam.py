@@ -22,7 +22,8 @@ from typing import Iterable
 
 import numpy as np
 
-from ..errors import AudioDecodeError, ConfigError, DatasetNotFoundError, OutputExistsError, UnknownSongError
+from ..errors import (AudioDecodeError, ConfigError, DatasetLayoutError, DatasetNotFoundError, OutputExistsError,
+                      UnknownSongError)
 from ..io import atomic_write_text
 from .annotations import (DYNAMIC_SCALE, STATIC_COLUMNS, STATIC_SCALE, Problem, check_static, locate,
                           parse_dynamic, parse_static, scan_audio)
@@ -134,6 +135,10 @@ class DEAMHandler:
                                              "dynamic_labels() will return empty arrays"))
                 continue
             times, values, problems = parse_dynamic(path)
+            k = min(len(times), len(self._times_s))
+            if not np.array_equal(times[:k], self._times_s[:k]):
+                raise DatasetLayoutError(f"dynamic files disagree on their time columns: {path} starts "
+                                         f"{times[:3].tolist()} s, the other {self._times_s[:3].tolist()} s")
             self.problems += problems
             self._dyn[dim] = values
             if len(times) > len(self._times_s):
