@@ -21,9 +21,14 @@ def static_run(tmp_path_factory, synth_corpus):
     return tiny_run(tmp_path_factory, synth_corpus, "static")
 
 
-def test_evaluate_static_writes_metrics_report_and_plots(static_run, tmp_path):
-    out = tmp_path / "eval"
-    m = evaluate_run(static_run, split="test", out_dir=out, bootstrap=100, progress=False)
+@pytest.fixture(scope="module")
+def static_eval(static_run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("static_eval") / "eval"
+    return out, evaluate_run(static_run, split="test", out_dir=out, bootstrap=100, progress=False)
+
+
+def test_evaluate_static_writes_metrics_report_and_plots(static_run, static_eval):
+    out, m = static_eval
     from deam_mamba.checkpoint import load_run
 
     cfg = load_run(static_run).config
@@ -59,12 +64,12 @@ def test_evaluate_on_val_reproduces_the_training_validation(static_run, tmp_path
         assert m["static"][dim]["rmse"]["value"] == pytest.approx(best[f"val_rmse_{dim}_1to9"], abs=1e-4)
 
 
-def test_predict_from_audio_matches_evaluate_from_the_cache(static_run, synth_corpus, tmp_path):
+def test_predict_from_audio_matches_evaluate_from_the_cache(static_run, static_eval, synth_corpus):
     from deam_mamba.data.deam import DEAMHandler
     from deam_mamba.inference import Predictor
 
-    m = evaluate_run(static_run, split="test", out_dir=tmp_path / "e", bootstrap=0, progress=False)
-    df = pd.read_csv(tmp_path / "e" / "predictions.csv").set_index("song_id")
+    out, m = static_eval
+    df = pd.read_csv(out / "predictions.csv").set_index("song_id")
     handler = DEAMHandler(synth_corpus)
     pred = Predictor.from_run(static_run)
     for sid in list(df.index)[:2]:
