@@ -1,7 +1,6 @@
 """MambaVisionModel.ipynb runs top to bottom (nbclient) on a tiny synthetic corpus, and ships without outputs."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
