@@ -197,3 +197,14 @@ def test_outputs_csv_and_json_and_refuse_to_overwrite(audio_dir, tmp_path):
     write_predictions(res, js, force=True)
     with pytest.raises(DeamError, match="csv or .json"):
         write_predictions(res, tmp_path / "p.txt")
+
+
+def test_batch_size_does_not_change_predictions():
+    feats = torch.randn(N_MELS, 2345, generator=torch.Generator().manual_seed(1))
+    a = _predictor(hop=1.0).predict_features(feats)
+    p1 = _predictor(hop=1.0)
+    p1.batch_size = 1
+    b = p1.predict_features(feats)
+    assert a.n_chunks == b.n_chunks == 21
+    np.testing.assert_allclose(a.curve_valence, b.curve_valence, atol=1e-6)
+    assert a.arousal == pytest.approx(b.arousal, abs=1e-6)

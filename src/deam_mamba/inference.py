@@ -57,19 +57,30 @@ def make_chunks(feats: torch.Tensor, chunk_frames: int, hop_frames: int, pad_val
     Returns ``(chunks, start_frames [N], valid_frames [N])``; a song shorter than one chunk is padded
     on the right with ``pad_value`` (0 = the training mean once normalised).
     """
-    n_mels, n_frames = feats.shape
+    starts, valid = chunk_layout(int(feats.shape[-1]), chunk_frames, hop_frames, align_frames)
+    return slice_chunks(feats, starts, chunk_frames, pad_value), starts, valid
+
+
+def chunk_layout(n_frames: int, chunk_frames: int, hop_frames: int, align_frames: int = 1
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """``(start_frames [N], valid_frames [N])`` of the chunks of a song of ``n_frames`` frames."""
     if chunk_frames <= 0 or hop_frames <= 0 or align_frames <= 0:
         raise ValueError(f"chunk_frames ({chunk_frames}), hop_frames ({hop_frames}) and align_frames "
                          f"({align_frames}) must be > 0")
     starts = np.asarray(chunk_starts(n_frames, chunk_frames, hop_frames, align_frames), dtype=np.int64)
+    return starts, np.minimum(n_frames - starts, chunk_frames)
+
+
+def slice_chunks(feats: torch.Tensor, starts: np.ndarray, chunk_frames: int, pad_value: float = 0.0
+                 ) -> torch.Tensor:
+    """``feats [n_mels, F]`` -> ``[len(starts), 1, n_mels, chunk_frames]`` (right-padded if F is short)."""
+    n_mels, n_frames = feats.shape
     if n_frames < chunk_frames:
         padded = feats.new_full((n_mels, chunk_frames), pad_value)
         padded[:, :n_frames] = feats
         feats = padded
-    idx = torch.as_tensor(starts)[:, None] + torch.arange(chunk_frames)[None, :]
-    chunks = feats[:, idx].permute(1, 0, 2).unsqueeze(1).contiguous()
-    valid = np.minimum(n_frames - starts, chunk_frames)
-    return chunks, starts, valid
+    idx = torch.as_tensor(np.asarray(starts, dtype=np.int64))[:, None] + torch.arange(chunk_frames)[None, :]
+    return feats[:, idx].permute(1, 0, 2).unsqueeze(1).contiguous()
 
 
 # --- results -------------------------------------------------------------------------------
@@ -163,11 +174,12 @@ class Predictor:
     # -- model on chunks --
 
     @torch.no_grad()
-    def predict_chunks(self, chunks: torch.Tensor) -> np.ndarray:
-        """``chunks [N, 1, n_mels, chunk_frames]`` (normalised) -> raw outputs ``[N, D]`` float64."""
+    def predict_chunks(self, feats: torch.Tensor, starts: np.ndarray) -> np.ndarray:
+        """Model outputs ``[N, D]`` float64 for the chunks of normalised ``feats [n_mels, F]`` at
+        ``starts``; chunks are cut batch by batch, so memory stays bounded for songs of any length."""
         outs = []
-        for i in range(0, chunks.shape[0], self.batch_size):
-            xb = chunks[i:i + self.batch_size].to(self.device, torch.float32)
+        for i in range(0, len(starts), self.batch_size):
+            xb = slice_chunks(feats, starts[i:i + self.batch_size], self.chunk_frames).to(self.device, torch.float32)
             outs.append(self.model(xb).float().reshape(xb.shape[0], -1).cpu())
         return torch.cat(outs).double().numpy()
 
@@ -199,8 +211,8 @@ class Predictor:
         ``duration_s`` defaults to ``(F - 1) / frames_per_second`` (centred frames)."""
         n_frames = int(feats.shape[-1])
         duration = float(duration_s) if duration_s is not None else max(n_frames - 1, 1) / self.frames_per_second
-        chunks, starts, valid = make_chunks(feats, self.chunk_frames, self.hop_frames, align_frames=self.align_frames)
-        raw = self.predict_chunks(chunks)
+        starts, valid = chunk_layout(n_frames, self.chunk_frames, self.hop_frames, self.align_frames)
+        raw = self.predict_chunks(feats, starts)
         start_s = starts / self.frames_per_second
         grid = np.arange(0.0, max(duration, 1.0 / CURVE_HZ) - 1e-9, 1.0 / CURVE_HZ)
         if self.mode == "static":
@@ -216,7 +228,7 @@ class Predictor:
         return SongPrediction(source=source, duration_s=float(duration), valence=float(song[0]),
                               arousal=float(song[1]), song_scale=song_scale, curve_times_s=grid,
                               curve_valence=curve[:, 0], curve_arousal=curve[:, 1], curve_scale=curve_scale,
-                              n_chunks=int(chunks.shape[0]))
+                              n_chunks=int(len(starts)))
 
     def predict_wave(self, wave: np.ndarray | torch.Tensor, source: str = "") -> SongPrediction:
         """``wave [C, T]`` float32 in [-1, 1] at ``self.sample_rate`` Hz -> :class:`SongPrediction`."""
