@@ -73,6 +73,7 @@ def test_unknown_key_in_yaml(tmp_path):
     ("loss.name=l1", "loss.name"),
     ("epochs", "key=value"),
     ("features.n_mels=7", "n_mels"),
+    ("model.pooling=attention", "not implemented"),
 ])
 def test_bad_values_raise_config_error(override, match):
     with pytest.raises(ConfigError, match=match):

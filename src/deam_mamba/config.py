@@ -66,9 +66,11 @@ class ModelConfig:
 
     name: str = "mambavision_audio"
     kwargs: dict[str, Any] = field(default_factory=dict)  # passed to create_model
-    pooling: str = "mean"  # song-level pooling of chunk predictions: "mean" | "attention"
+    pooling: str = "mean"  # song-level pooling of chunk predictions (only "mean" so far)
 
     def __post_init__(self) -> None:
+        if self.pooling == "attention":
+            raise ConfigError("model.pooling=attention is not implemented yet; use model.pooling=mean")
         if self.pooling not in POOLINGS:
             raise ConfigError(f"model.pooling must be one of {POOLINGS}, got {self.pooling!r}")
 
