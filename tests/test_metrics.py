@@ -183,17 +183,16 @@ def test_ccc_loss_matches_numpy_and_has_gradient(yp):
     assert loss.item() == pytest.approx(1 - np.mean(M.ccc(y, p)), rel=1e-6)
     loss.backward()
     assert torch.isfinite(pt.grad).all() and pt.grad.abs().sum() > 0
-    # minimising it moves predictions towards concordance
-    torch.manual_seed(0)
+    # minimising it by plain gradient descent moves a linear map towards concordance
     w = torch.zeros(2, requires_grad=True)
     b = torch.zeros(2, requires_grad=True)
     x, t = torch.tensor(y), torch.tensor(y) * 0.5 + 1
-    opt = torch.optim.Adam([w, b], lr=0.1)
-    for _ in range(300):
-        opt.zero_grad()
+    for _ in range(100):
         l = M.ccc_loss(x * w + b, t)
-        l.backward()
-        opt.step()
+        gw, gb = torch.autograd.grad(l, [w, b])
+        with torch.no_grad():
+            w -= 0.05 * gw
+            b -= 0.5 * gb
     assert l.item() < 0.01
     # single-row batch stays finite
     assert torch.isfinite(M.ccc_loss(torch.ones(1, 2), torch.zeros(1, 2)))
