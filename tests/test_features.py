@@ -74,6 +74,16 @@ def test_shapes_and_batch_equals_per_item() -> None:
     torch.testing.assert_close(out[0, :1], lm(batch[0, :1]))
     single = lm(batch[0, 0])  # [T] -> [n_mels, frames]
     assert single.shape == (cfg.n_mels, frames)
+    # same numbers in inference mode, and with 1 (serial) or 2 (threaded blocks) torch threads
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            with torch.inference_mode():
+                torch.testing.assert_close(lm(batch), out, rtol=0, atol=1e-4)
+            assert torch.get_num_threads() == n  # restored after the threaded section
+    finally:
+        torch.set_num_threads(threads)
     # the blocked CPU path and the vectorised (GPU) path agree
     flat = batch.reshape(-1, batch.shape[-1])
     a = lm._mel_power_blocked(flat)

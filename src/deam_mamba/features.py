@@ -8,17 +8,21 @@ Speed on CPU: a whole-clip ``torch.stft`` writes a ~18 MB complex spectrogram pe
 is memory-bound (and a batch of clips at once is worse). ``LogMel`` instead walks each clip in
 blocks of ``block_frames`` frames: frame view -> window -> ``rfft`` -> square (in place) -> one
 matmul with the mel filters duplicated over the real/imaginary halves (power and mel projection
-fused), so every intermediate stays in cache. On other devices (CUDA) the whole batch goes
-through ``torch.stft`` at once.
+fused), so every intermediate stays in cache; the blocks are shared among threads (see
+``_mel_power_blocked``). On other devices (CUDA) the whole batch goes through ``torch.stft`` at once.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
 import math
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -158,11 +162,11 @@ class LogMel(nn.Module):
                 f"({self.cfg.n_fft / 2 / self.cfg.sample_rate * 1000:.0f} ms)"
             )
         flat = wave.reshape(-1, n_samples).to(torch.float32)
-        if flat.device.type == "cpu":
-            power_mel = self._mel_power_blocked(flat)
+        if flat.device.type != "cpu":
+            db = self._to_db(self._mel_power_vectorised(flat), per_item=_items_in(wave))
         else:
-            power_mel = self._mel_power_vectorised(flat)
-        db = self._to_db(power_mel, per_item=_items_in(wave))
+            with _torch_single_threaded() as threads:
+                db = self._to_db(self._mel_power_blocked(flat, threads), per_item=_items_in(wave))
         return db.reshape(*lead, self.cfg.n_mels, db.shape[-1])
 
     # -- internals ------------------------------------------------------------------------
@@ -176,22 +180,36 @@ class LogMel(nn.Module):
         half = self.cfg.n_fft // 2
         return torch.nn.functional.pad(flat[:, None, :], (half, half), mode=self.cfg.pad_mode)[:, 0, :]
 
-    def _mel_power_blocked(self, flat: torch.Tensor) -> torch.Tensor:
-        """``[N, T] -> [N, n_mels, frames]`` mel power, one clip and ``block_frames`` frames at a time."""
+    def _mel_power_blocked(self, flat: torch.Tensor, threads: int = 1) -> torch.Tensor:
+        """``[N, T] -> [N, n_mels, frames]`` mel power, in (clip, ``block_frames``) work units.
+
+        ``threads`` Python threads share the units, each running torch single-threaded (torch
+        releases the GIL; the caller sets torch to one thread, see ``_torch_single_threaded``): no
+        OpenMP barrier per small op, which on a busy machine made the OpenMP loop ~10x slower.
+        """
         _, fb2_t, window = self._buffers_on(flat.device)
-        cfg = self.cfg
+        cfg, step = self.cfg, self.block_frames
         padded = self._pad(flat)
         n_frames = cfg.n_frames(flat.shape[-1])
-        out = torch.empty(flat.shape[0], cfg.n_mels, n_frames, dtype=torch.float32, device=flat.device)
-        buf = torch.empty(n_frames, cfg.n_mels, dtype=torch.float32, device=flat.device)
-        for n in range(flat.shape[0]):
-            frames = padded[n].unfold(0, cfg.n_fft, cfg.hop_length)  # [frames, n_fft] view, no copy
-            for i in range(0, n_frames, self.block_frames):
-                block = frames[i : i + self.block_frames] * window
+        out = torch.empty(flat.shape[0], n_frames, cfg.n_mels, dtype=torch.float32, device=flat.device)
+        frames = [padded[n].unfold(0, cfg.n_fft, cfg.hop_length) for n in range(flat.shape[0])]  # views
+
+        inference = torch.is_inference_mode_enabled()
+
+        def work(unit: tuple[int, int]) -> None:
+            n, i = unit
+            with torch.inference_mode(inference), torch.no_grad():  # both modes are per thread
+                block = frames[n][i : i + step] * window
                 spec = torch.view_as_real(torch.fft.rfft(block)).reshape(block.shape[0], -1)
-                torch.mm(spec.square_(), fb2_t, out=buf[i : i + self.block_frames])
-            out[n].copy_(buf.T)
-        return out
+                torch.mm(spec.square_(), fb2_t, out=out[n, i : i + step])
+
+        units = [(n, i) for n in range(flat.shape[0]) for i in range(0, n_frames, step)]
+        if threads <= 1 or len(units) == 1:
+            for unit in units:
+                work(unit)
+        else:
+            list(_thread_pool(threads).map(work, units))
+        return out.transpose(1, 2).contiguous()
 
     def _mel_power_vectorised(self, flat: torch.Tensor) -> torch.Tensor:
         """``[N, T] -> [N, n_mels, frames]`` mel power with one ``torch.stft`` call (GPU path)."""
@@ -210,6 +228,32 @@ class LogMel(nn.Module):
             floor = grouped.amax(dim=1, keepdim=True) - float(self.cfg.top_db)
             torch.maximum(grouped, floor, out=grouped)
         return db
+
+
+_POOL_LOCK = threading.Lock()
+_POOL: dict[str, Any] = {}
+
+
+def _thread_pool(n: int) -> ThreadPoolExecutor:
+    """A process-wide pool of ``n`` threads for LogMel (re-made after a fork or a new size)."""
+    if _POOL.get("key") != (os.getpid(), n):
+        _POOL["key"], _POOL["pool"] = (os.getpid(), n), ThreadPoolExecutor(n, thread_name_prefix="logmel")
+    return _POOL["pool"]
+
+
+@contextlib.contextmanager
+def _torch_single_threaded() -> Iterator[int]:
+    """Run torch on one thread inside (restored after); yields the thread count to use instead."""
+    threads = torch.get_num_threads()
+    if threads <= 1:
+        yield 1
+        return
+    with _POOL_LOCK:
+        torch.set_num_threads(1)
+        try:
+            yield threads
+        finally:
+            torch.set_num_threads(threads)
 
 
 def _items_in(wave: torch.Tensor) -> int:
