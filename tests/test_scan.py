@@ -83,15 +83,17 @@ def test_low_precision_inputs_return_input_dtype():
 
 def test_linear_scan_matches_loop_and_gradcheck():
     g = torch.Generator().manual_seed(3)
-    a = torch.rand(3, 70, generator=g, dtype=torch.float64).requires_grad_()
-    x = torch.randn(3, 70, generator=g, dtype=torch.float64).requires_grad_()
-    h, hs = torch.zeros(3, dtype=torch.float64), []
-    for t in range(70):
-        h = a[:, t] * h + x[:, t]
-        hs.append(h)
-    torch.testing.assert_close(linear_scan(a, x), torch.stack(hs, 1))
-    assert torch.autograd.gradcheck(linear_scan, (a[:, :9].detach().requires_grad_(),
-                                                  x[:, :9].detach().requires_grad_()))
+    for L in (5, 70, 1000):  # one chunk; chunks with a padded tail; many chunks
+        a = torch.rand(L, 3, 2, generator=g, dtype=torch.float64)
+        x = torch.randn(L, 3, 2, generator=g, dtype=torch.float64)
+        h, hs = torch.zeros(3, 2, dtype=torch.float64), []
+        for t in range(L):
+            h = a[t] * h + x[t]
+            hs.append(h)
+        torch.testing.assert_close(linear_scan(a, x), torch.stack(hs))
+    for L in (9, 40):
+        assert torch.autograd.gradcheck(linear_scan, (torch.rand(L, 2, dtype=torch.float64, requires_grad=True),
+                                                      torch.randn(L, 2, dtype=torch.float64, requires_grad=True)))
 
 
 def test_dispatch_and_backend_names(monkeypatch):

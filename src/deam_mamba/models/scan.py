@@ -14,16 +14,18 @@ Arithmetic runs in float32 (float64 stays float64).
 
 Backends:
   * ``ref``  -- a sequential loop over time: the readable definition.
-  * ``fast`` -- pure torch, no Python loop over time: the per-step decays ``a = exp(delta*A)`` and inputs
-    are formed in parallel, then the linear recurrence ``h[t] = a[t] h[t-1] + x[t]`` is solved by a chunked
-    parallel prefix scan (doubling within chunks of 64, recursive carry across chunks). It only ever
-    multiplies decays together (never divides by them or exponentiates sums), so it cannot overflow where
-    the sequential loop does not. Its backward is the same scan run in reverse (custom autograd Function).
+  * ``fast`` -- pure torch: the per-step decays ``a = exp(delta*A)`` and inputs ``delta*B*u`` are formed for
+    all steps at once (time-major ``[L, B, D, N]``), then the linear recurrence ``h[t] = a[t] h[t-1] + x[t]`` is
+    solved chunk-parallel: chunks of ~sqrt(L) steps advance together, then a sequential carry crosses the
+    chunks (~2 sqrt(L) vectorised in-place ops instead of L autograd steps). It only multiplies decays
+    together (never divides by them or exponentiates sums), so it cannot overflow where the sequential loop
+    does not. Its backward is the same scan run in reverse (a custom autograd Function).
   * ``cuda`` -- mamba_ssm's kernel, used only if ``mamba_ssm`` imports (optional dependency).
   * ``auto`` -- ``cuda`` for CUDA tensors when available, else ``fast``.
 """
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -36,7 +38,6 @@ except Exception:  # ImportError, or a broken CUDA build raising at import
     _cuda_selective_scan_fn = None
 
 BACKENDS = ("auto", "fast", "ref", "cuda")
-CHUNK = 64
 
 
 def cuda_available() -> bool:
@@ -111,80 +112,128 @@ def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta
     return (out, h) if return_last_state else out
 
 
-# ---------------------------------------------------------------- linear recurrence, parallel
-def _scan_inplace(a: Tensor, b: Tensor) -> Tensor:
-    """Solve ``h[t] = a[t] h[t-1] + b[t]`` (``h[-1] = 0``) along the last dim; consumes ``a`` and ``b``.
+# ---------------------------------------------------------------- linear recurrence, chunked
+def _scan_time_major(a: Tensor, h: Tensor) -> Tensor:
+    """Solve ``h[t] = a[t] h[t-1] + x[t]`` (``h[-1] = 0``) along dim 0 of ``[L, M]`` tensors, in place on ``h``
+    (which holds ``x`` on entry). ``a`` is read only.
 
-    Within chunks of ``CHUNK`` steps: Hillis-Steele doubling; across chunks: the same scan applied
-    recursively to the chunk-end values, then one broadcast to add the carried state.
+    Time-major layout keeps every step a contiguous block. Chunks of ``T ~ sqrt(L)`` steps: all chunks advance
+    together through their ``T`` positions (also accumulating each chunk's decay product), then the chunk-end
+    states are carried sequentially across the ``L / T`` chunks, and one broadcast adds the carry to every step.
+    About ``2 sqrt(L)`` vectorised ops in all, and only products of decays: nothing can overflow.
     """
-    L = b.shape[-1]
-    if L <= CHUNK:
-        k = 1
-        while k < L:
-            b[..., k:] += a[..., k:] * b[..., :-k]
-            if 2 * k < L:
-                a[..., k:] = a[..., k:] * a[..., :-k]
-            k *= 2
-        return b
-    nc = -(-L // CHUNK)
-    pad = nc * CHUNK - L
+    L, M = h.shape
+    if L <= 32:
+        for t in range(1, L):
+            h[t].addcmul_(a[t], h[t - 1])
+        return h
+    T = math.isqrt(L - 1) + 1
+    nc = -(-L // T)
+    pad = nc * T - L
     if pad:
-        a = F.pad(a, (0, pad), value=1.0)
-        b = F.pad(b, (0, pad))
-    a = a.reshape(*a.shape[:-1], nc, CHUNK)
-    b = b.reshape(*b.shape[:-1], nc, CHUNK)
-    k = 1
-    while k < CHUNK:  # local scans; a becomes the cumulative decay from chunk start
-        b[..., k:] += a[..., k:] * b[..., :-k]
-        a[..., k:] = a[..., k:] * a[..., :-k]
-        k *= 2
-    ends = _scan_inplace(a[..., -1].clone(), b[..., -1].clone())  # state at every chunk end
-    b[..., 1:, :] += a[..., 1:, :] * ends[..., :-1, None]
-    return b.reshape(*b.shape[:-2], nc * CHUNK)[..., :L]
+        a = torch.cat([a, a.new_ones(pad, M)])
+        h = torch.cat([h, h.new_zeros(pad, M)])
+    a3, h3 = a.view(nc, T, M), h.view(nc, T, M)
+    P = torch.empty_like(a3)  # decay from the chunk start (inclusive) to each position
+    P[:, 0] = a3[:, 0]
+    for t in range(1, T):
+        h3[:, t].addcmul_(a3[:, t], h3[:, t - 1])
+        torch.mul(P[:, t - 1], a3[:, t], out=P[:, t])
+    for c in range(1, nc):  # true state at every chunk end
+        h3[c, -1].addcmul_(P[c, -1], h3[c - 1, -1])
+    h3[1:, :-1].addcmul_(P[1:, :-1], h3[:-1, -1:])
+    return h[:L] if pad else h
+
+
+def _reverse_scan_time_major(a: Tensor, g: Tensor) -> Tensor:
+    """Solve ``g[t] = a[t+1] g[t+1] + y[t]`` (``g[L] = 0``) along dim 0, in place on ``g`` (holding ``y``): the
+    adjoint of :func:`_scan_time_major`, chunked the same way, run from the end."""
+    L, M = g.shape
+    if L <= 32:
+        for t in range(L - 2, -1, -1):
+            g[t].addcmul_(a[t + 1], g[t + 1])
+        return g
+    T = math.isqrt(L - 1) + 1
+    nc = -(-L // T)
+    pad = nc * T - L
+    an = torch.cat([a[1:], a.new_ones(pad + 1, M)])  # an[t] = a[t+1]
+    if pad:
+        g = torch.cat([g, g.new_zeros(pad, M)])
+    a3, g3 = an.view(nc, T, M), g.view(nc, T, M)
+    P = torch.empty_like(a3)  # decay from each position to the start of the next chunk
+    P[:, -1] = a3[:, -1]
+    for t in range(T - 2, -1, -1):
+        g3[:, t].addcmul_(a3[:, t], g3[:, t + 1])
+        torch.mul(P[:, t + 1], a3[:, t], out=P[:, t])
+    for c in range(nc - 2, -1, -1):  # true value at every chunk start
+        g3[c, 0].addcmul_(P[c, 0], g3[c + 1, 0])
+    g3[:-1, 1:].addcmul_(P[:-1, 1:], g3[1:, :1])
+    return g[:L] if pad else g
 
 
 class _LinearScan(torch.autograd.Function):
-    """``h = scan(a, x)`` with ``h[t] = a[t] h[t-1] + x[t]`` along the last dim; backward is a reverse scan."""
+    """``h = scan(a, x)``, ``h[t] = a[t] h[t-1] + x[t]`` along dim 0; the backward is the same scan in reverse:
+    ``g[t] = dL/dh[t] + a[t+1] g[t+1]``, ``dL/dx = g``, ``dL/da[t] = g[t] h[t-1]``."""
 
     @staticmethod
     def forward(ctx, a: Tensor, x: Tensor) -> Tensor:
-        h = _scan_inplace(a.clone(), x.clone())
+        shape = x.shape
+        a2 = a.reshape(shape[0], -1)
+        h = _scan_time_major(a2, x.reshape(shape[0], -1).clone()).view(shape)
         ctx.save_for_backward(a, h)
         return h
 
     @staticmethod
     def backward(ctx, gh: Tensor):
         a, h = ctx.saved_tensors
-        # g[t] = gh[t] + a[t+1] g[t+1]: a forward scan on the time-reversed sequences
-        a_next = torch.zeros_like(a)
-        a_next[..., :-1] = a[..., 1:]
-        g = _scan_inplace(a_next.flip(-1), gh.flip(-1).contiguous()).flip(-1)
-        ga = torch.zeros_like(g)
-        ga[..., 1:] = g[..., 1:] * h[..., :-1]
+        L = a.shape[0]
+        g = _reverse_scan_time_major(a.reshape(L, -1), gh.reshape(L, -1).clone()).view(a.shape)
+        ga = torch.empty_like(g)
+        ga[0] = 0
+        torch.mul(g[1:], h[:-1], out=ga[1:])
         return ga, g
 
 
 def linear_scan(a: Tensor, x: Tensor) -> Tensor:
-    """Parallel solution of ``h[t] = a[t] h[t-1] + x[t]`` (``h[-1] = 0``) along the last dim, with autograd."""
+    """Solution of ``h[t] = a[t] h[t-1] + x[t]`` (``h[-1] = 0``) along dim 0 (time-major), with autograd."""
     return _LinearScan.apply(a, x)
+
+
+def _time_major_bc(M: Tensor, dim: int, cd: torch.dtype) -> Tensor:
+    """B or C as a tensor broadcastable to ``[L, B, D, N]``."""
+    M = M.to(cd)
+    if M.dim() == 2:  # [D, N]
+        return M[None, None]
+    if M.dim() == 3:  # [B, N, L]
+        return M.permute(2, 0, 1).contiguous()[:, :, None, :]
+    if M.dim() == 4:  # [B, G, N, L]
+        groups = M.shape[1]
+        if dim % groups:
+            raise ValueError(f"channels {dim} not divisible by groups {groups}")
+        return M.permute(3, 0, 1, 2).repeat_interleave(dim // groups, dim=2)
+    raise ValueError(f"B/C must have 2, 3 or 4 dims, got shape {tuple(M.shape)}")
 
 
 def selective_scan_fast(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
                         return_last_state=False):
-    """Parallel pure-torch selective scan; same signature, semantics and result as :func:`selective_scan_ref`."""
+    """Chunked pure-torch selective scan; same signature, semantics and result as :func:`selective_scan_ref`."""
     dtype_in = u.dtype
     u, delta, cd = _prepare(u, delta, delta_bias, delta_softplus)
     A = A.to(cd)
-    Bx, Cx = _expand_bc(B, A.shape[0], cd), _expand_bc(C, A.shape[0], cd)
-    # [B, D, N, L] layout: time last, so the scan runs over contiguous memory
-    a = torch.exp(delta[:, :, None, :] * A[None, :, :, None])
-    x = (delta * u)[:, :, None, :] * Bx.transpose(2, 3)
+    dim = A.shape[0]
+    # time-major [L, B, D, N]: each time step is one contiguous block for the scan
+    delta_t = delta.permute(2, 0, 1).contiguous()
+    a = torch.exp(delta_t[..., None] * A)
+    du = (delta_t * u.permute(2, 0, 1))[..., None]  # [L, B, D, 1]
+    Bt, Ct = _time_major_bc(B, dim, cd), _time_major_bc(C, dim, cd)
+    # outer products and N-reductions as (batched) matmuls: no [L, B, D, N] temporaries in their backward
+    x = torch.matmul(du, Bt) if B.dim() == 3 else du * Bt
     h = linear_scan(a, x.expand_as(a))
-    y = (h * Cx.transpose(2, 3)).sum(2)
+    y = torch.matmul(h, Ct.transpose(-1, -2)).squeeze(-1) if C.dim() == 3 else (h * Ct).sum(-1)
+    y = y.permute(1, 2, 0)  # [B, D, L]
     out = _finish(y, u, D, z, dtype_in)
     if return_last_state:
-        return out, h[..., -1] if h.shape[-1] else h.new_zeros(h.shape[:-1])
+        return out, h[-1] if h.shape[0] else h.new_zeros(h.shape[1:])
     return out
 
 
