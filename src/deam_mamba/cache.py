@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 CACHE_VERSION = 1
 MARKER = "deam_mamba_cache.json"
 INDEX = "index.json"
-SAVE_EVERY_S = 2.0
+SAVE_EVERY_S = 5.0
 _HASH_EDGE = 1 << 16  # fingerprint hashes the first and last 64 KiB of each audio file
 
 
@@ -162,9 +162,12 @@ def _entry_ok(key_dir: Path, entry: dict[str, Any], fp: dict[str, Any], verify: 
 
 def _labels(handler: Any, sid: int) -> dict[str, Any]:
     times, val, aro = handler.dynamic_labels(sid)
+
+    def r(x: Any) -> list[float]:  # float32 labels as short decimals (6 places: exact to < 1e-6)
+        return np.round(np.asarray(x, np.float64), 6).tolist()
+
     return {"static": {k: float(v) for k, v in handler.static_labels(sid).items()},
-            "dynamic": {"times_s": np.asarray(times, float).tolist(), "valence": np.asarray(val, float).tolist(),
-                        "arousal": np.asarray(aro, float).tolist()}}
+            "dynamic": {"times_s": r(times), "valence": r(val), "arousal": r(aro)}}
 
 
 def build_cache(
