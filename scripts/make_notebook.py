@@ -74,7 +74,7 @@ default). `LogMel` computes exactly librosa's log-mel in torch. Below: the first
 from deam_mamba.features import LogMel
 
 cfg = load_config(CONFIG, [f"data.root={root}", f"data.cache={WORK / 'cache'}", f"model.name={MODEL}",
-                           f"train.epochs={EPOCHS}", "train.device=cpu", *EXTRA])
+                           f"train.epochs={EPOCHS}", *EXTRA])
 fc = cfg.features
 sid = handler.ids[0]
 wave = handler.load_wave(sid, target_sr=fc.sample_rate)  # [1, T] float32
