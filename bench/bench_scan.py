@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
@@ -43,8 +44,11 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--dim", type=int, default=64)
     ap.add_argument("--state", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "scan.json")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     rounds = 2 if args.quick else 4
     inp = make_inputs(args.batch, args.dim, args.state, args.length)
 
@@ -58,6 +62,7 @@ def main() -> None:
                       for f, r in zip(res["fast"], res["ref"]))
 
     step(selective_scan_fast, inp)  # warm-up
+    load_before = os.getloadavg()
     times: dict[str, list[float]] = {"ref": [], "fast": []}
     for _ in range(rounds):  # interleaved: both see the same machine load
         times["ref"].append(step(selective_scan_ref, inp))
@@ -71,6 +76,7 @@ def main() -> None:
         "ref_seconds_median": ref_s, "fast_seconds_median": fast_s,
         "speedup_fast_over_ref": ref_s / fast_s, "goal_speedup": 20.0,
         "max_relative_error_fast_vs_ref": max_rel_err,
+        "load_average_before": load_before, "load_average_after": os.getloadavg(),
         "note": "ref and fast interleaved in one run; the machine was shared with other jobs, so absolute "
                 "seconds are noisy while the ratio is measured side by side.",
     }
