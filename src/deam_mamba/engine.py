@@ -292,11 +292,12 @@ def _train(cfg: Config, run_dir: Path, resume: bool, argv: list[str] | None, inf
     train_ds, norm = make_datasets(cfg, cache, splits)
     model = ck.build_model(cfg).to(device)
     opt = make_optimizer(model, cfg)
-    sampler = ResumableSampler(train_ds, info, seed=t.seed, drop_last=len(train_ds) >= t.batch_size * info.world_size)
-    steps_per_epoch = max(1, sampler.num_samples // t.batch_size)
+    sampler = ResumableSampler(train_ds, info, seed=t.seed, drop_last=True)
+    full_batches = sampler.num_samples >= t.batch_size  # else one smaller batch per epoch
+    steps_per_epoch = sampler.num_samples // t.batch_size if full_batches else 1
     total_steps = t.max_steps or t.epochs * steps_per_epoch
     gen = torch.Generator().manual_seed(t.seed)  # DataLoader's own RNG: leaves the global one alone
-    train_loader = DataLoader(train_ds, batch_size=t.batch_size, sampler=sampler, drop_last=True,
+    train_loader = DataLoader(train_ds, batch_size=t.batch_size, sampler=sampler, drop_last=full_batches,
                               num_workers=cfg.data.loader_workers, generator=gen)
     meta = ck.checkpoint_meta(cfg, norm)
 
