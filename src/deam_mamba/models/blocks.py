@@ -124,7 +124,6 @@ class MambaVisionMixer(nn.Module):
 
     def forward(self, hidden: Tensor) -> Tensor:
         """``[B, L, dim] -> [B, L, dim]``."""
-        L = hidden.shape[1]
         xz = self.in_proj(hidden).transpose(1, 2)  # [B, d_inner, L]
         x, z = xz.chunk(2, dim=1)
         x = F.silu(self.conv1d_x(x))
@@ -138,8 +137,7 @@ class MambaVisionMixer(nn.Module):
                               Cm.transpose(1, 2).contiguous(), self.D.float(), z=None,
                               delta_bias=self.dt_proj.bias.float(), delta_softplus=True,
                               backend=self.scan_backend)
-        y = torch.cat([y.to(z.dtype), z], dim=1).transpose(1, 2)
-        assert y.shape[1] == L
+        y = torch.cat([y.to(z.dtype), z], dim=1).transpose(1, 2)  # [B, L, d_inner]
         return self.out_proj(y)
 
 

@@ -27,10 +27,11 @@ MAMBAVISION_VARIANTS: dict[str, dict[str, Any]] = {
                           drop_path_rate=0.3, layer_scale=1e-5),
     "mambavision_L2": dict(_OFFICIAL_BASE, dim=196, in_dim=64, depths=[3, 3, 12, 5], num_heads=[4, 8, 16, 32],
                            drop_path_rate=0.3, layer_scale=1e-5),
-    # Ours. For [B, 1, 128, 500] log-mels: stride-8 stem (16 x 63 map), then 8 x 32 and 4 x 16 for the
-    # Mamba/attention stages, whose windows (8, 4) tile those maps without padding.
+    # Ours. For [B, 1, 128, 500] log-mels: a stride-8 stem (16 x 63 map; one more stride-2 conv than official),
+    # conv stages on 16 x 63 and 8 x 32, Mamba/attention stages on 4 x 16 (4 windows of 4 x 4, no padding)
+    # and 2 x 8 (padded to 4 x 8: 2 windows). ~5 M parameters; CPU-trainable.
     "mambavision_audio": dict(dim=48, in_dim=24, depths=[1, 2, 4, 2], num_heads=[2, 4, 4, 8],
-                              window_size=[8, 8, 8, 4], mlp_ratio=3, drop_path_rate=0.1, stem_stride=8),
+                              window_size=[8, 8, 4, 4], mlp_ratio=3, drop_path_rate=0.1, stem_stride=8),
     "mambavision_tiny": dict(dim=8, in_dim=4, depths=[1, 1, 2, 2], num_heads=[1, 1, 2, 2],
                              window_size=[4, 4, 4, 2], mlp_ratio=2, drop_path_rate=0.0),
 }
