@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from .errors import ConfigError, DeamError, OutputExistsError
-from .inference import DYNAMIC_SCALE, STATIC_SCALE, Predictor, SongPrediction, _get, run_chunking
+from .inference import DYNAMIC_SCALE, STATIC_SCALE, Predictor, SongPrediction, _get, check_pooling, run_chunking
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +168,7 @@ def evaluate_run(run_dir: str | Path, split: str = "test", out_dir: str | Path |
     run = load_run(run_dir, which=which)
     data = resolve_run_data(run.config)
     ids = data.splits.get(split, [])
+    check_pooling(run.config)
     chunk_s, hop_s = run_chunking(run.config)
     predictor = Predictor(run.model, run.feature_config, run.norm_stats, mode=run.mode, chunk_seconds=chunk_s,
                           hop_seconds=hop_s, device=device, batch_size=batch_size)

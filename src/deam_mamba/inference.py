@@ -165,6 +165,7 @@ class Predictor:
         from .checkpoint import load_run
 
         run = load_run(run_dir, which=which, device=device)
+        check_pooling(run.config)
         chunk_s, hop_s = run_chunking(run.config)
         pred = cls(run.model, run.feature_config, run.norm_stats, mode=run.mode, chunk_seconds=chunk_s,
                    hop_seconds=hop_seconds or hop_s, device=device, batch_size=batch_size)
@@ -285,6 +286,13 @@ def run_chunking(config: Any) -> tuple[float, float | None]:
     chunk_s = float(_get(chunks, "chunk_seconds", 5.0) or 5.0)
     hop = _get(chunks, "eval_hop_seconds", None)  # what the engine validates with (None = chunk_seconds)
     return chunk_s, (float(hop) if hop else None)
+
+
+def check_pooling(config: Any) -> None:
+    """Songs are mean-pooled over chunks here; say so if the run's config asks for another pooling."""
+    pooling = _get(_get(config, "model", None), "pooling", "mean")
+    if pooling != "mean":
+        log.warning("the run's config asks for model.pooling=%s; song values here are the mean over chunks", pooling)
 
 
 def _get(obj: Any, key: str, default: Any) -> Any:
