@@ -1,6 +1,7 @@
 """Model registry, MambaVision backbone (official names/math), timm baselines, load_pretrained."""
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -219,6 +220,10 @@ def test_load_pretrained_errors(tmp_path):
     junk.write_bytes(b"this is not a checkpoint" * 10)
     with pytest.raises(CheckpointError, match="not a readable checkpoint"):
         load_pretrained(junk, model_name="mambavision_tiny")
+    pickled = tmp_path / "with_args.pth"  # e.g. a training script's argparse.Namespace next to the weights
+    torch.save({"state_dict": {"x": torch.zeros(1)}, "args": argparse.Namespace(lr=1)}, pickled)
+    with pytest.raises(CheckpointError, match="re-save only its tensors"):
+        load_pretrained(pickled, model_name="mambavision_tiny")
     other = tmp_path / "other.pth"
     torch.save({"model": {"fc.weight": torch.zeros(2, 2)}}, other)
     with pytest.raises(CheckpointError, match="missing: levels.* unexpected: fc.weight"):

@@ -38,8 +38,11 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
         else:
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # the unpicklers raise many types on junk; all mean "not a checkpoint"
-        raise CheckpointError(f"{path} is not a readable checkpoint ({type(err).__name__}: "
-                              f"{str(err).splitlines()[0] if str(err) else ''})") from err
+        first = str(err).splitlines()[0] if str(err) else ""
+        hint = ("; if it is a trusted file that also pickles Python objects, re-save only its tensors: "
+                "torch.save(torch.load(path, weights_only=False)['state_dict'], new_path)"
+                if "weights_only" in str(err) else "")
+        raise CheckpointError(f"{path} is not a readable checkpoint ({type(err).__name__}: {first}){hint}") from err
     if isinstance(obj, dict):
         for key in ("state_dict", "model", "state_dict_ema"):
             if isinstance(obj.get(key), dict):
