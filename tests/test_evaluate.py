@@ -117,6 +117,8 @@ def test_cli_evaluate_and_predict(static_run, synth_corpus, tmp_path, capsys):
     assert cli.main(["predict", str(run), str(audio), "--out", str(res)]) == 2  # exists, no --force
     assert "--force" in capsys.readouterr().err
     assert cli.main(["predict", str(run), str(audio / "bad.mp3")]) == 1
+    assert cli.main(["predict", str(run), str(audio), "--out", str(tmp_path / "p.txt")]) == 2
+    assert ".csv or .json" in capsys.readouterr().err
     sf.write(tmp_path / "short.wav", np.zeros((8000, 2), np.float32), 16000)
     assert cli.main(["predict", str(run), str(tmp_path / "short.wav"), "--out", str(tmp_path / "s.csv")]) == 0
     assert "short.wav" in (tmp_path / "s.csv").read_text()

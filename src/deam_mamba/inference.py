@@ -362,14 +362,22 @@ def predictions_to_csv(result: PredictionRun) -> str:
     return buf.getvalue()
 
 
-def write_predictions(result: PredictionRun, out: str | Path, force: bool = False) -> Path:
-    """Write ``.json`` or ``.csv`` (by suffix) atomically; refuse an existing file unless ``force``."""
+def check_output_path(out: str | Path, force: bool = False) -> Path:
+    """Validate an output file name before any work: ``.csv``/``.json`` suffix, not existing unless ``force``."""
     out = Path(out)
-    fmt = out.suffix.lower()
-    if fmt not in (".json", ".csv"):
+    if out.suffix.lower() not in (".json", ".csv"):
         raise DeamError(f"--out {out}: unknown output format {out.suffix!r}; use a .csv or .json file name")
+    if out.is_dir():
+        raise DeamError(f"--out {out} is a folder; give a .csv or .json file name")
     if out.exists() and not force:
         raise OutputExistsError(f"{out} already exists; pass --force to overwrite it or choose another --out")
+    return out
+
+
+def write_predictions(result: PredictionRun, out: str | Path, force: bool = False) -> Path:
+    """Write ``.json`` or ``.csv`` (by suffix) atomically; refuse an existing file unless ``force``."""
+    out = check_output_path(out, force)
+    fmt = out.suffix.lower()
     text = predictions_to_json(result) if fmt == ".json" else predictions_to_csv(result)
     atomic_write_text(out, text)
     return out
