@@ -58,13 +58,10 @@ def _cmd_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu")
 
     def run(a: argparse.Namespace) -> int:
-        from pathlib import Path
+        from .inference import check_output_path, predict_paths, predictions_to_json, write_predictions
 
-        from .errors import OutputExistsError
-        from .inference import predict_paths, predictions_to_json, write_predictions
-
-        if a.out and Path(a.out).exists() and not a.force:  # fail before any work
-            raise OutputExistsError(f"{a.out} already exists; pass --force to overwrite it or choose another --out")
+        if a.out:
+            check_output_path(a.out, force=a.force)  # fail before any work
         res = predict_paths(a.run_dir, a.audio, which=a.which, device=a.device, batch_size=a.batch_size,
                             hop_seconds=a.hop_seconds)
         for s in res.skipped:
