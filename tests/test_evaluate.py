@@ -15,6 +15,9 @@ from deam_mamba.errors import OutputExistsError
 from deam_mamba.evaluate import evaluate_run, resolve_run_data
 from deam_mamba.metrics import regression_metrics
 
+# every test here needs a run trained through the engine on the session's synthetic corpus
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def static_run(tmp_path_factory, synth_corpus):
@@ -124,7 +127,6 @@ def test_cli_evaluate_and_predict(static_run, synth_corpus, tmp_path, capsys):
     assert "short.wav" in (tmp_path / "s.csv").read_text()
 
 
-@pytest.mark.slow
 def test_evaluate_dynamic_run_reports_mediaeval_on_pm1(tmp_path_factory, synth_corpus, tmp_path):
     run = tiny_run(tmp_path_factory, synth_corpus, "dynamic")
     m = evaluate_run(run, split="test", out_dir=tmp_path / "d", bootstrap=50, progress=False)
