@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import platform
+import resource
 import shutil
 import statistics
 import sys
@@ -59,6 +60,12 @@ def epoch_decoding(handler: DEAMHandler, ids: list[int], lm: LogMel, ds: ChunkDa
             x = ds.norm.apply(feats[:, start : start + ds.chunk_frames])
             total += torch.from_numpy(np.ascontiguousarray(x))[None].shape[-1]
     return total
+
+
+def cpu_seconds() -> float:
+    """CPU time (user + system) of this process and its finished children so far."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def librosa_loop(handler: DEAMHandler, ids: list[int], cfg: FeatureConfig) -> float:
@@ -107,12 +114,18 @@ def main() -> int:
         # --- prepare throughput -------------------------------------------------------------
         librosa_loop(handler, ids[:2], cfg)  # warm-up: imports, FFT plans, page cache
         times: dict[str, list[float]] = {"librosa_sequential": [], "prepare_w1": [], "prepare_w2": []}
+        cpu: dict[str, list[float]] = {k: [] for k in times}
+        runs = {"librosa_sequential": lambda: librosa_loop(handler, ids, cfg),
+                "prepare_w1": lambda: timed_build(handler, work / "c1", cfg, workers=1),
+                "prepare_w2": lambda: timed_build(handler, work / "c2", cfg, workers=2)}
         for r in range(rounds):
-            times["librosa_sequential"].append(librosa_loop(handler, ids, cfg))
-            times["prepare_w1"].append(timed_build(handler, work / "c1", cfg, workers=1))
-            times["prepare_w2"].append(timed_build(handler, work / "c2", cfg, workers=2))
+            for name, run in runs.items():
+                c0 = cpu_seconds()
+                times[name].append(run())
+                cpu[name].append(cpu_seconds() - c0)
             print(f"round {r}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()))
         med = {k: statistics.median(v) for k, v in times.items()}
+        cpu_med = {k: statistics.median(v) for k, v in cpu.items()}
         songs_per_s = {k: len(ids) / v for k, v in med.items()}
 
         # --- epoch from cache vs decoding every epoch --------------------------------------
@@ -141,11 +154,17 @@ def main() -> int:
             "seconds_median": {k: round(v, 3) for k, v in {**med, **ep_med}.items()},
             "seconds_all": {k: [round(x, 3) for x in v] for k, v in {**times, **ep}.items()},
             "songs_per_s": {k: round(v, 2) for k, v in songs_per_s.items()},
+            "cpu_seconds_median": {k: round(v, 3) for k, v in cpu_med.items()},
+            "cpu_ms_per_song": {k: round(1000 * v / len(ids), 1) for k, v in cpu_med.items()},
+            "cpu_note": "CPU time (user+sys, incl. worker processes) does not depend on how busy the machine is; "
+                        "wall-clock scaling from 1 to 2 workers needs 2 idle cores, which this shared box did not "
+                        "have (compare wall seconds with CPU seconds: the workers got well under one core).",
             "ratios": {
                 "epoch_decode_over_epoch_cache": round(ep_med["epoch_decode"] / ep_med["epoch_cache"], 2),
                 "prepare_w2_over_librosa_sequential_throughput": round(med["librosa_sequential"] / med["prepare_w2"], 2),
                 "prepare_w2_over_w1_throughput": round(med["prepare_w1"] / med["prepare_w2"], 2),
                 "prepare_w1_over_librosa_sequential_throughput": round(med["librosa_sequential"] / med["prepare_w1"], 2),
+                "librosa_over_prepare_cpu_per_song": round(cpu_med["librosa_sequential"] / cpu_med["prepare_w2"], 2),
             },
             "goals": {"epoch >= 10x": ep_med["epoch_decode"] / ep_med["epoch_cache"] >= 10,
                       "prepare w2 vs librosa >= 2.5x": med["librosa_sequential"] / med["prepare_w2"] >= 2.5,

@@ -2,7 +2,8 @@
 
 Cases, per 45 s clip at 16 kHz (n_fft 1024, hop 160, 128 mels, top_db 80):
   librosa_1      librosa.feature.melspectrogram + power_to_db, one clip
-  torch_1        LogMel, one clip (blocked CPU path)
+  torch_1        LogMel, one clip (blocked CPU path, torch's default threads)
+  torch_1_one_thread  the same with torch.set_num_threads(1) (as in prepare's workers)
   torch_8        LogMel on a [8, 1, T] batch, time per clip
   naive_stft_8   one torch.stft over the whole [8, T] batch + mel matmul, time per clip (the
                  memory-bound way LogMel avoids)
@@ -82,9 +83,19 @@ def main() -> int:
                           pad_mode=cfg.pad_mode, return_complex=True)
         return torch.log10(torch.matmul(fb, spec.abs() ** 2).clamp(min=cfg.amin)) * 10
 
+    threads = torch.get_num_threads()
+
+    def run_torch_single_thread() -> torch.Tensor:
+        torch.set_num_threads(1)
+        try:
+            return lm(one)
+        finally:
+            torch.set_num_threads(threads)
+
     cases: dict[str, tuple[Callable[[], object], int, bool]] = {
         "librosa_1": (run_librosa, 1, False),
         "torch_1": (lambda: lm(one), 1, False),
+        "torch_1_one_thread": (run_torch_single_thread, 1, False),
         "torch_8": (lambda: lm(batch), 8, False),
         "naive_stft_8": (run_naive8, 8, False),
     }
@@ -118,6 +129,7 @@ def main() -> int:
         "ratios": {
             "librosa_over_torch_1": round(med["librosa_1"] / med["torch_1"], 3),
             "librosa_over_torch_8_per_clip": round(med["librosa_1"] / med["torch_8"], 3),
+            "librosa_over_torch_1_one_thread": round(med["librosa_1"] / med["torch_1_one_thread"], 3),
             "torch_8_per_clip_over_torch_1": round(med["torch_8"] / med["torch_1"], 3),
             "naive_stft_8_per_clip_over_torch_8_per_clip": round(med["naive_stft_8"] / med["torch_8"], 3),
         },
