@@ -236,11 +236,13 @@ def synthesize(
                 results.append(_render_one(job))
                 bar.update()
         else:
-            ctx = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx) as pool:
+            pool = ProcessPoolExecutor(max_workers=n_workers, mp_context=multiprocessing.get_context("spawn"))
+            try:
                 for res in pool.map(_render_one, jobs, chunksize=1):
                     results.append(res)
                     bar.update()
+            finally:  # on Ctrl-C/error: drop queued songs, wait only for the ones being written
+                pool.shutdown(wait=True, cancel_futures=True)
         bar.close()
         results.sort(key=lambda r: r.song_id)
         _write_labels(tmp, results)

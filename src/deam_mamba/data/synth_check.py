@@ -9,6 +9,7 @@ each label is reported too. Used by ``tests/test_synth.py`` and ``bench/bench_sy
 from __future__ import annotations
 
 import logging
+import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -52,7 +53,7 @@ def corpus_features(root: str | Path, workers: int = 1) -> tuple[list[int], np.n
     ids = list(h.ids)
     paths = [str(h.audio_path(i)) for i in ids]
     if workers > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             feats = list(pool.map(_features_of, paths, chunksize=4))
     else:
         feats = [_features_of(p) for p in paths]
