@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from deam_mamba.errors import CheckpointError
+from deam_mamba.errors import CheckpointError, ConfigError
 from deam_mamba.models import create_model, list_models, load_pretrained
 from deam_mamba.models.blocks import attention_block_ids, window_partition, window_reverse
 from deam_mamba.models.pretrained import guess_variant
@@ -46,8 +46,12 @@ def test_registry_lists_everything():
     names = set(list_models())
     assert set(OFFICIAL) | {"mambavision_audio", "mambavision_tiny", "resnet18", "efficientnet_b0",
                             "vit_audio"} <= names
-    with pytest.raises(ValueError, match="unknown model"):
+    with pytest.raises(ConfigError, match="unknown model"):
         create_model("mambavision_XXL")
+    with pytest.raises(ConfigError, match="unexpected MambaVision arguments"):
+        create_model("mambavision_tiny", depth=3)
+    with pytest.raises(ConfigError, match="unknown scan backend"):
+        create_model("mambavision_tiny", scan_backend="triton")
 
 
 @pytest.mark.parametrize("name", list_models())

@@ -10,6 +10,7 @@ from typing import Any
 import torch.nn as nn
 from torch import Tensor
 
+from ..errors import ConfigError
 from .mambavision import MambaVision
 
 # Official configurations: NVlabs/MambaVision mamba_vision.py (mamba_vision_T ... mamba_vision_L2).
@@ -87,16 +88,19 @@ def model_config(name: str, **overrides: Any) -> dict[str, Any]:
         return {**_DEFAULTS, **MAMBAVISION_VARIANTS[name], **overrides}
     if name in TIMM_VARIANTS:
         return {**_DEFAULTS, **TIMM_VARIANTS[name][1], **overrides}
-    raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(list_models())}")
+    raise ConfigError(f"unknown model {name!r}; choose one of: {', '.join(list_models())}")
 
 
 def create_model(name: str, **overrides: Any) -> nn.Module:
     """Build a registered model; ``overrides`` replace table entries (e.g. ``num_classes=4``,
     ``scan_backend="ref"``, ``drop_path_rate=0``). Defaults: ``in_chans=1, num_classes=2``, random init."""
     cfg = model_config(name, **overrides)
-    if name in MAMBAVISION_VARIANTS:
-        model: nn.Module = MambaVision(**cfg)
-    else:
-        model = TimmModel(TIMM_VARIANTS[name][0], **cfg)
+    try:
+        if name in MAMBAVISION_VARIANTS:
+            model: nn.Module = MambaVision(**cfg)
+        else:
+            model = TimmModel(TIMM_VARIANTS[name][0], **cfg)
+    except (TypeError, ValueError) as err:  # bad overrides (unknown argument, heads not dividing dims, ...)
+        raise ConfigError(f"cannot build model {name!r} with {overrides}: {err}") from err
     model.model_name = name
     return model
