@@ -8,8 +8,10 @@ Cases, per 45 s clip at 16 kHz (n_fft 1024, hop 160, 128 mels, top_db 80):
   naive_stft_8   one torch.stft over the whole [8, T] batch + mel matmul, time per clip (the
                  memory-bound way LogMel avoids)
   cuda_1/cuda_8  LogMel on the GPU when one is present (synchronised)
-Rounds interleave the cases (A B C D, A B C D, ...) so load from other processes hits all of
-them alike; medians over rounds are reported, and ratios are of those medians.
+Rounds interleave the cases in blocks (A A A A, B B B B, ..., then again) so load from other
+processes hits all of them alike; the first call of each block is not timed (BLAS/OpenMP threads
+of the previous case may still be spinning). Medians over all timed calls are reported, and
+ratios are of those medians.
 
     .venv/bin/python bench/bench_features.py [--quick] [--out bench/results/features.json]
 """
@@ -60,7 +62,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=None)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "features.json"))
     args = ap.parse_args()
-    rounds = args.rounds or (3 if args.quick else 15)
+    rounds = args.rounds or (2 if args.quick else 5)
+    reps = 2 if args.quick else 4
     import librosa
 
     cfg = FeatureConfig()
@@ -116,14 +119,16 @@ def main() -> int:
         per_clip: dict[str, list[float]] = {k: [] for k in cases}
         for _ in range(rounds):
             for name, (fn, n, sync) in cases.items():
-                per_clip[name].append(timed(fn, sync) / n)
+                timed(fn, sync)  # first call of a block: thread pools of the previous case may still spin
+                for _ in range(reps):
+                    per_clip[name].append(timed(fn, sync) / n)
 
     med = {k: statistics.median(v) * 1000 for k, v in per_clip.items()}
     result = {
         "benchmark": "features: torch LogMel vs librosa, per 45 s clip",
         "command": "python bench/bench_features.py" + (" --quick" if args.quick else ""),
         "settings": cfg.to_dict(),
-        "rounds": rounds,
+        "rounds": rounds, "timed_calls_per_block": reps,
         "ms_per_clip_median": {k: round(v, 3) for k, v in med.items()},
         "ms_per_clip_min": {k: round(min(v) * 1000, 3) for k, v in per_clip.items()},
         "ratios": {
