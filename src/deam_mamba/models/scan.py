@@ -17,7 +17,7 @@ Backends:
   * ``fast`` -- pure torch: the per-step decays ``a = exp(delta*A)`` and inputs ``delta*B*u`` are formed for
     all steps at once (time-major ``[L, B, D, N]``), then the linear recurrence ``h[t] = a[t] h[t-1] + x[t]`` is
     solved chunk-parallel: chunks of ~sqrt(L) steps advance together, then a sequential carry crosses the
-    chunks (~2 sqrt(L) vectorised in-place ops instead of L autograd steps). It only multiplies decays
+    chunks (~3 sqrt(L) vectorised in-place ops instead of L autograd steps). It only multiplies decays
     together (never divides by them or exponentiates sums), so it cannot overflow where the sequential loop
     does not. Its backward is the same scan run in reverse (a custom autograd Function).
   * ``cuda`` -- mamba_ssm's kernel, used only if ``mamba_ssm`` imports (optional dependency).
@@ -120,7 +120,7 @@ def _scan_time_major(a: Tensor, h: Tensor) -> Tensor:
     Time-major layout keeps every step a contiguous block. Chunks of ``T ~ sqrt(L)`` steps: all chunks advance
     together through their ``T`` positions (also accumulating each chunk's decay product), then the chunk-end
     states are carried sequentially across the ``L / T`` chunks, and one broadcast adds the carry to every step.
-    About ``2 sqrt(L)`` vectorised ops in all, and only products of decays: nothing can overflow.
+    About ``3 sqrt(L)`` vectorised ops in all, and only products of decays: nothing can overflow.
     """
     L, M = h.shape
     if L <= 32:
