@@ -250,6 +250,7 @@ def synthesize(
                 "songs": int(songs), "full_songs": int(full_songs), "seconds": float(seconds),
                 "song_ids": ids, "durations_s": {str(k): v for k, v in durations.items()}}  # fmt: skip
         (tmp / "synth_info.json").write_text(json.dumps(info, indent=1) + "\n")
+        _prepare_out(out_dir, force)  # again: something may have appeared there meanwhile
         _install(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
