@@ -33,6 +33,6 @@ else
 fi
 
 stamp "evaluating on the held-out test songs"
-cli evaluate "$RUN" --split test
+cli evaluate "$RUN" --split test --ridge
 
-stamp "done: report in $RUN/eval/report.md"
+stamp "done: report in $RUN/eval/report.md, model vs ridge in $RUN/eval/comparison.md"

@@ -9,6 +9,7 @@ import argparse
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Callable
 
 from .errors import DeamError
@@ -30,6 +31,8 @@ def _cmd_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--force", action="store_true", help="overwrite a non-empty --out folder")
+    p.add_argument("--ridge", action="store_true",
+                   help="also fit the ridge baseline (mel statistics) on the same split and write comparison.md")
 
     def run(a: argparse.Namespace) -> int:
         from .evaluate import evaluate_run, summary_lines
@@ -38,6 +41,13 @@ def _cmd_evaluate(sub: argparse._SubParsersAction) -> None:
                          device=a.device, batch_size=a.batch_size, force=a.force)
         print("\n".join(summary_lines(m)))
         print(f"report: {m['paths'].get('report_md', m['paths'])}")
+        if a.ridge:
+            from .compare import compare_run_with_ridge, summary_lines as table_lines
+
+            out = Path(m["paths"]["report_md"]).parent
+            rows = compare_run_with_ridge(a.run_dir, m, out, bootstrap=a.bootstrap)
+            print("\n".join(table_lines(rows)))
+            print(f"comparison: {out / 'comparison.md'}")
         return 0
 
     p.set_defaults(func=run)

@@ -116,6 +116,32 @@ def run_comparison(config: str | Path, overrides: Sequence[str] = (), models: Se
     return {"rows": rows, "paths": {k: str(v) for k, v in dict(paths).items()}}
 
 
+def compare_run_with_ridge(run_dir: str | Path, metrics: dict, out_dir: str | Path,
+                           bootstrap: int = 1000) -> dict[str, Any]:
+    """Put an evaluated static run beside the ridge baseline fitted on the same cache and split.
+
+    ``metrics`` is what :func:`deam_mamba.evaluate.evaluate_run` returned for the test split. Writes
+    ``comparison.md`` / ``comparison.json`` into ``out_dir`` (the run's eval folder). Returns the rows.
+    """
+    import json
+
+    from .checkpoint import load_run
+    from .report import write_comparison
+
+    run = load_run(run_dir, which=metrics.get("checkpoint", "best"))
+    if run.mode != "static" or "static" not in metrics:
+        raise ConfigError("the ridge baseline compares static runs (song valence/arousal on 1-9)")
+    if metrics.get("split") != "test":
+        raise ConfigError("the ridge baseline is fitted on train+val songs: compare on --split test only")
+    summary = Path(run_dir) / "train_summary.json"
+    train_s = float(json.loads(summary.read_text()).get("seconds_this_session", float("nan"))) \
+        if summary.exists() else float("nan")
+    rows = [_metric_row(run.config.model.name, "deep", _param_count(run.model), train_s, metrics["static"]),
+            ridge_row(run.config, bootstrap=bootstrap)]
+    write_comparison(out_dir, rows)
+    return rows
+
+
 def summary_lines(rows: list[dict[str, Any]]) -> list[str]:
     """A short text table for the CLI (CCC per dimension on 1-9, training time)."""
     lines = [f"{'model':20s} {'params':>10s} {'train s':>9s} {'CCC val':>8s} {'CCC aro':>8s}"]
