@@ -43,3 +43,22 @@ def test_compare_rejects_unknown_models_before_training(tmp_path):
     with pytest.raises(ConfigError, match="no_such_model"):
         run_comparison(TINY_CONFIG, ["data.root=/nonexistent"], models=["no_such_model"], out_dir=tmp_path / "c")
     assert not (tmp_path / "c").exists()
+
+
+@pytest.mark.slow
+def test_evaluate_with_ridge_writes_both_rows_on_the_same_songs(tmp_path_factory, synth_corpus, tmp_path, capsys):
+    from _inference_helpers import tiny_run
+
+    run = tiny_run(tmp_path_factory, synth_corpus)
+    out = tmp_path / "ev"
+    assert cli.main(["evaluate", str(run), "--split", "test", "--out", str(out), "--bootstrap", "50", "--ridge"]) == 0
+    doc = json.loads((out / "comparison.json").read_text())
+    rows = {r["model"]: r for r in doc["rows"]}
+    assert list(rows) == ["mambavision_tiny", "ridge"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert rows["mambavision_tiny"]["n_test_songs"] == rows["ridge"]["n_test_songs"] == metrics["static"]["n"]
+    assert rows["mambavision_tiny"]["valence_ccc"] == pytest.approx(metrics["static"]["valence"]["ccc"]["value"])
+    assert "ridge" in capsys.readouterr().out
+    # ridge is fitted on train+val: it refuses other splits
+    assert cli.main(["evaluate", str(run), "--split", "val", "--out", str(tmp_path / "v"), "--bootstrap", "0",
+                     "--ridge"]) == 2

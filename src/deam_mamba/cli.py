@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from .errors import DeamError
+from .errors import ConfigError, DeamError
 
 
 # --- subcommands --------------------------------------------------------------------------
@@ -37,6 +37,8 @@ def _cmd_evaluate(sub: argparse._SubParsersAction) -> None:
     def run(a: argparse.Namespace) -> int:
         from .evaluate import evaluate_run, summary_lines
 
+        if a.ridge and a.split != "test":
+            raise ConfigError("--ridge is fitted on the train+val songs: use it with --split test")
         m = evaluate_run(a.run_dir, split=a.split, out_dir=a.out, which=a.which, bootstrap=a.bootstrap,
                          device=a.device, batch_size=a.batch_size, force=a.force)
         print("\n".join(summary_lines(m)))
