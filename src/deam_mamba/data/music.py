@@ -19,8 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.fft
 import soxr
-from scipy.signal import fftconvolve
 
 RENDER_SR = 22_050
 OUT_SR = 44_100
@@ -214,20 +214,21 @@ def render_song(rng: np.random.Generator, traj: Trajectory, duration_s: float) -
             mix.add(start, drums["snare"], 0.45 * level * min(1.0, 2.0 * (alpha - 0.35)), 0.1)
 
     out = mix.buf
-    # reverb: exponentially decaying noise, different per channel
+    # reverb: exponentially decaying noise, different per channel (FFT convolution, float32)
     tau = rng.uniform(0.08, 0.5)
     ir_t = np.arange(int(3 * tau * sr)) / sr
-    wet = rng.uniform(0.05, 0.4)
-    for c in range(2):
-        ir = (rng.standard_normal(ir_t.size) * np.exp(-ir_t / tau)).astype(np.float32)
-        ir /= np.sqrt(np.sum(ir**2))
-        out[c] = (1 - wet) * out[c] + wet * fftconvolve(out[c], ir)[:n].astype(np.float32)
+    wet = float(rng.uniform(0.05, 0.4))
+    ir = (rng.standard_normal((2, ir_t.size)) * np.exp(-ir_t / tau)).astype(np.float32)
+    ir /= np.sqrt(np.sum(ir**2, axis=1, keepdims=True))
+    nfft = scipy.fft.next_fast_len(n + ir_t.size - 1, real=True)
+    conv = scipy.fft.irfft(scipy.fft.rfft(out, nfft) * scipy.fft.rfft(ir, nfft), nfft)[:, :n]
+    out = (1 - wet) * out + wet * conv
     # background (pinkish) noise at a random level
     noise_db = rng.uniform(-62.0, -36.0)
-    spec = np.fft.rfft(rng.standard_normal((2, n)))
-    spec /= np.sqrt(np.maximum(np.arange(spec.shape[1]), 1.0))
-    noise = np.fft.irfft(spec, n=n)
+    spec = scipy.fft.rfft(rng.standard_normal((2, n), dtype=np.float32))
+    spec /= np.sqrt(np.maximum(np.arange(spec.shape[1], dtype=np.float32), 1.0))
+    noise = scipy.fft.irfft(spec, n)
     noise *= 10 ** (noise_db / 20.0) / (noise.std() + 1e-12)
-    out = out + noise.astype(np.float32)
+    out = out + noise
     y = soxr.resample(out.T.astype(np.float32), sr, OUT_SR, quality="HQ")
     return (0.98 * np.tanh(y / 0.98)).astype(np.float32)  # soft limiter, no normalisation
