@@ -73,11 +73,21 @@ def test_unknown_key_in_yaml(tmp_path):
     ("loss.name=l1", "loss.name"),
     ("epochs", "key=value"),
     ("features.n_mels=7", "n_mels"),
-    ("model.pooling=attention", "not implemented"),
+    ("model.pooling=max", "model.pooling must be one of"),
+    ("model.attention.epochs=-1", "model.attention"),
+    ("model.attention.hiden=3", "model.attention.hidden"),
 ])
 def test_bad_values_raise_config_error(override, match):
     with pytest.raises(ConfigError, match=match):
         load_config(None, [override])
+
+
+def test_attention_pooling_config():
+    cfg = load_config(None, ["model.pooling=attention", "model.attention.epochs=20", "model.attention.lr=1e-2"])
+    assert cfg.model.pooling == "attention"
+    assert (cfg.model.attention.epochs, cfg.model.attention.lr) == (20, 1e-2)
+    with pytest.raises(ConfigError, match="static"):
+        load_config(None, ["model.pooling=attention", "mode=dynamic"])
 
 
 def test_missing_config_file_is_config_error(tmp_path):

@@ -107,6 +107,9 @@ def _prune(ckpt: Path) -> None:
     for f in list(ckpt.glob("step*.safetensors")) + list(ckpt.glob("step*.state.pt")):
         if f.name not in keep:
             f.unlink(missing_ok=True)
+    for f in ckpt.glob("pool_step*.safetensors"):  # attention pools of weights no longer kept
+        if f.name[len("pool_"):] not in keep:
+            f.unlink(missing_ok=True)
 
 
 def _read_pointer(ckpt: Path, which: str, missing_ok: bool = False) -> dict[str, Any] | None:
@@ -215,6 +218,8 @@ class LoadedRun:
     step: int
     best_metrics: dict[str, float]
     run_dir: Path
+    pool: nn.Module | None = None  # fitted AttentionPool when config.model.pooling == "attention"
+    pooling: str = "mean"
 
 
 def dyn_points_per_chunk(chunk_seconds: float) -> int:
@@ -253,6 +258,11 @@ def load_run(run_dir: str | Path, which: str = "best", device: str | torch.devic
     meta = load_weights(model, weights)
     norm = json.loads(meta.get("norm_stats", "null"))
     model.to(device).eval()
+    pool = None
+    if cfg.model.pooling == "attention":
+        from .pooling import load_pool, pool_path
+
+        pool = load_pool(pool_path(run_dir, int(pointer["step"])))[0].to(device)
     return LoadedRun(
         model=model,
         config=cfg,
@@ -262,6 +272,8 @@ def load_run(run_dir: str | Path, which: str = "best", device: str | torch.devic
         step=int(pointer["step"]),
         best_metrics=dict(pointer.get("metrics", {})),
         run_dir=run_dir,
+        pool=pool,
+        pooling=cfg.model.pooling,
     )
 
 

@@ -195,7 +195,10 @@ def _cmd_train(sub: argparse._SubParsersAction) -> None:
         if int(os.environ.get("RANK", "0")) == 0:
             best = {k: round(v, 4) for k, v in res.best_metrics.items() if k.startswith("val_ccc")}
             print(f"run {res.run_dir}: {res.epoch} epochs, {res.step} steps in {res.seconds:.0f} s"
-                  f"{' (early stop)' if res.stopped_early else ''}; best {best}")
+                  f"{' (early stop)' if res.stopped_early else ''}; best {best} (mean pooling)")
+            if res.pooling:
+                print(f"attention pooling (epoch {res.pooling['selected_epoch']}): val CCC "
+                      f"{ {k: round(v, 4) for k, v in res.pooling['val_attention'].items()} }")
         return 0
 
     p.set_defaults(func=run)

@@ -61,16 +61,30 @@ class ChunkConfig:
 
 
 @dataclass
+class AttentionConfig:
+    """The attention-pooling head (``model.pooling: attention``), fitted after chunk training on the
+    frozen best backbone's chunk embeddings (see :mod:`deam_mamba.pooling`)."""
+
+    hidden: int = 64  # width of the scoring MLP
+    epochs: int = 300  # full-batch AdamW steps; the one with the best validation CCC is kept
+    lr: float = 3e-3
+    weight_decay: float = 1e-2
+
+    def __post_init__(self) -> None:
+        if self.hidden < 1 or self.epochs < 0 or self.lr <= 0:
+            raise ConfigError(f"model.attention needs hidden >= 1, epochs >= 0 and lr > 0, got {self}")
+
+
+@dataclass
 class ModelConfig:
     """Which registered model to build (``deam_mamba.models.create_model``) and its overrides."""
 
     name: str = "mambavision_audio"
     kwargs: dict[str, Any] = field(default_factory=dict)  # passed to create_model
-    pooling: str = "mean"  # song-level pooling of chunk predictions (only "mean" so far)
+    pooling: str = "mean"  # song-level pooling: "mean" of chunk predictions | "attention" (static mode)
+    attention: AttentionConfig = field(default_factory=AttentionConfig)
 
     def __post_init__(self) -> None:
-        if self.pooling == "attention":
-            raise ConfigError("model.pooling=attention is not implemented yet; use model.pooling=mean")
         if self.pooling not in POOLINGS:
             raise ConfigError(f"model.pooling must be one of {POOLINGS}, got {self.pooling!r}")
 
@@ -144,6 +158,9 @@ class Config:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ConfigError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.model.pooling == "attention" and self.mode != "static":
+            raise ConfigError("model.pooling=attention pools song-level (static) targets; dynamic runs predict "
+                              "2 Hz curves per chunk: use model.pooling=mean with mode=dynamic")
 
 
 # --- dict <-> dataclass -------------------------------------------------------------------

@@ -4,8 +4,10 @@
 and its split, build (or reuse) the feature cache, take normalisation statistics from the
 training split only, then loops epochs of AdamW steps over shuffled chunks
 (warm-up + cosine :func:`deam_mamba.schedule.lr_at`, gradient clipping, optional bf16 autocast on
-CUDA), validates at song level after each epoch, keeps ``best``/``last`` checkpoints and stops
-early when the validation CCC stalls.
+CUDA), validates at song level after each epoch (mean over chunks), keeps ``best``/``last``
+checkpoints and stops early when the validation CCC stalls. With ``model.pooling: attention`` it
+then fits the attention-pooling head on the frozen ``best`` backbone (:mod:`deam_mamba.pooling`);
+the chunk loop, and so exact resume, is the same either way.
 
 Scales (never mixed): static targets are song means on 1-9, trained as ``(y - 5) / 4`` and mapped
 back before any metric (names end in ``_1to9``); dynamic targets are DEAM's 2 Hz annotations on
@@ -260,6 +262,7 @@ class TrainResult:
     stopped_early: bool
     seconds: float
     history: list[dict[str, float]] = field(default_factory=list)
+    pooling: dict[str, Any] | None = None  # attention pool summary (model.pooling=attention), else None
 
 
 def train(cfg: Config, run_dir: str | Path, resume: bool = False, argv: list[str] | None = None) -> TrainResult:
@@ -387,13 +390,18 @@ def _train(cfg: Config, run_dir: Path, resume: bool, argv: list[str] | None, inf
         if info.is_main:
             log.info("epoch %d step %d: train_loss %.4f, %s %.4f%s", row["epoch"], row["step"], row["train_loss"],
                      metric_name, score, " (best)" if improved else "")
+    pool_info = None
+    if cfg.model.pooling == "attention" and info.is_main and st["best_step"] >= 0:
+        from .pooling import fit_for_run  # the song-level head, on the frozen best backbone
+
+        pool_info = fit_for_run(cfg, run_dir, cache, splits, norm, device)
     best = _best_row(st)
     seconds = time.time() - t_start
     runlog.finish(best, last_metrics, seconds, st)
     barrier(info)
     return TrainResult(run_dir=run_dir, step=st["step"], epoch=st["epoch"], best_metrics=best,
                        last_metrics=last_metrics, stopped_early=st["stopped_early"], seconds=seconds,
-                       history=list(st["history"]))
+                       history=list(st["history"]), pooling=pool_info)
 
 
 def _best_row(st: dict[str, Any]) -> dict[str, float]:

@@ -2,7 +2,9 @@
 
 Uses exactly what training used: the run's feature cache and split (from its resolved config), its
 training normalisation statistics, and the same song-level path as ``predict``
-(:class:`deam_mamba.inference.Predictor`: chunks with the evaluation hop, pooled per song).
+(:class:`deam_mamba.inference.Predictor`: chunks with the evaluation hop, pooled per song: the mean,
+or the run's fitted attention pool when its config says ``model.pooling: attention``;
+``metrics["pooling"]`` says which).
 
 * static runs: per dimension on the 1-9 scale MSE, RMSE, MAE, Pearson r, CCC, R² with bootstrap
   95% intervals over songs (``metrics["static"]``).
@@ -22,7 +24,7 @@ import numpy as np
 import torch
 
 from .errors import ConfigError, DeamError, OutputExistsError
-from .inference import DYNAMIC_SCALE, STATIC_SCALE, Predictor, SongPrediction, _get, check_pooling, run_chunking
+from .inference import DYNAMIC_SCALE, STATIC_SCALE, Predictor, SongPrediction, _get, run_chunking
 
 log = logging.getLogger(__name__)
 
@@ -168,14 +170,14 @@ def evaluate_run(run_dir: str | Path, split: str = "test", out_dir: str | Path |
     run = load_run(run_dir, which=which)
     data = resolve_run_data(run.config)
     ids = data.splits.get(split, [])
-    check_pooling(run.config)
     chunk_s, hop_s = run_chunking(run.config)
     predictor = Predictor(run.model, run.feature_config, run.norm_stats, mode=run.mode, chunk_seconds=chunk_s,
-                          hop_seconds=hop_s, device=device, batch_size=batch_size)
+                          hop_seconds=hop_s, device=device, batch_size=batch_size, pool=run.pool)
     t0 = time.perf_counter()
     preds = predict_cached_songs(predictor, data.cache, ids, progress=progress)
     metrics, table, curves = compute_metrics(run.mode, data.cache, preds, bootstrap=bootstrap, seed=seed)
     metrics.update({"split": split, "run_dir": str(run_dir), "checkpoint": which, "step": run.step,
+                    "pooling": predictor.pooling,
                     "chunk_seconds": chunk_s, "hop_seconds": predictor.hop_seconds,
                     "predict_seconds": round(time.perf_counter() - t0, 3)})
     shown = {i: curves[i] for i in _pick_curves(curves, n_curves)}
@@ -198,7 +200,8 @@ def _pick_curves(curves: dict[int, dict], n: int) -> list[int]:
 
 def summary_lines(metrics: dict) -> list[str]:
     """A few human lines for the CLI: CCC and RMSE per dimension, with the scale."""
-    lines = [f"{metrics.get('split', '?')} split: {metrics.get('n_songs', '?')} songs ({metrics.get('mode')})"]
+    lines = [f"{metrics.get('split', '?')} split: {metrics.get('n_songs', '?')} songs ({metrics.get('mode')}, "
+             f"{metrics.get('pooling', 'mean')} pooling over chunks)"]
     for key in ("static", "dynamic_song_mean"):
         block = metrics.get(key)
         if not block:

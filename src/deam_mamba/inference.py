@@ -12,6 +12,8 @@ Scales (never mixed):
 * static runs predict one (valence, arousal) per chunk on the 1-9 scale (the model works on
   ``(y - 5) / 4``; mapped back here). The song value is the mean over chunks; the 2 Hz curve is the
   chunk predictions placed at the chunk centres and linearly interpolated at 0, 0.5, 1.0, ... s.
+  Runs trained with ``model.pooling: attention`` pool the chunk *embeddings* with their fitted
+  :class:`deam_mamba.pooling.AttentionPool` instead (song value only; the curve stays per chunk).
 * dynamic runs predict ``K = 2 * chunk_seconds`` (valence, arousal) pairs per chunk at the 2 Hz
   annotation times inside it, on DEAM's dynamic [-1, 1] scale; overlapping chunks are averaged per
   time step. The song value is the mean of that curve, on [-1, 1] as well (``song_scale`` says so).
@@ -100,6 +102,7 @@ class SongPrediction:
     curve_arousal: np.ndarray
     curve_scale: str
     n_chunks: int
+    pooling: str = "mean"  # how the song value was pooled over chunks: "mean" | "attention"
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -118,6 +121,7 @@ class PredictionRun:
     skipped: list[dict[str, str]] = field(default_factory=list)
     run_dir: str | None = None
     mode: str = "static"
+    pooling: str = "mean"
 
 
 # --- the predictor -------------------------------------------------------------------------
@@ -128,12 +132,14 @@ class Predictor:
 
     ``model`` maps ``[B, 1, n_mels, chunk_frames]`` to ``[B, 2]`` (static, normalised targets) or
     ``[B, 2 * K]`` / ``[B, K, 2]`` (dynamic, [-1, 1]); ``norm`` is the run's training NormStats
-    (``None``: features are used un-normalised, as a run trained without them).
+    (``None``: features are used un-normalised, as a run trained without them). ``pool``: a fitted
+    :class:`deam_mamba.pooling.AttentionPool` (static runs with ``model.pooling: attention``), used on
+    the chunk embeddings ``model.forward_features``; ``None`` = mean pooling.
     """
 
     def __init__(self, model: torch.nn.Module, feature_config: Any, norm: Any = None, mode: str = "static",
                  chunk_seconds: float = 5.0, hop_seconds: float | None = None, device: str | torch.device = "cpu",
-                 batch_size: int = 16):
+                 batch_size: int = 16, pool: torch.nn.Module | None = None):
         from .features import LogMel
 
         if mode not in ("static", "dynamic"):
@@ -142,6 +148,10 @@ class Predictor:
             raise DeamError(f"--batch-size must be >= 1, got {batch_size}")
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
+        if pool is not None and mode != "static":
+            raise DeamError("attention pooling is for static runs; dynamic runs pool their 2 Hz curves")
+        self.pool = pool.to(self.device).eval() if pool is not None else None
+        self.pooling = "attention" if pool is not None else "mean"
         self.feature_config = feature_config
         self.norm = norm
         self.mode = mode
@@ -165,10 +175,9 @@ class Predictor:
         from .checkpoint import load_run
 
         run = load_run(run_dir, which=which, device=device)
-        check_pooling(run.config)
         chunk_s, hop_s = run_chunking(run.config)
         pred = cls(run.model, run.feature_config, run.norm_stats, mode=run.mode, chunk_seconds=chunk_s,
-                   hop_seconds=hop_seconds or hop_s, device=device, batch_size=batch_size)
+                   hop_seconds=hop_seconds or hop_s, device=device, batch_size=batch_size, pool=run.pool)
         pred.run_dir = str(run_dir)
         return pred
 
@@ -183,6 +192,22 @@ class Predictor:
             xb = slice_chunks(feats, starts[i:i + self.batch_size], self.chunk_frames).to(self.device, torch.float32)
             outs.append(self.model(xb).float().reshape(xb.shape[0], -1).cpu())
         return torch.cat(outs).double().numpy()
+
+    @torch.no_grad()
+    def chunk_embeddings(self, feats: torch.Tensor, starts: np.ndarray | None = None
+                         ) -> tuple[np.ndarray, np.ndarray]:
+        """``(embeddings [N, D] float32, outputs [N, O] float64)`` of the chunks of normalised
+        ``feats [n_mels, F]`` (``starts`` default: the evaluation chunking), via
+        ``model.forward_features`` then ``model.forward_head`` (= ``model(x)``)."""
+        if starts is None:
+            starts = chunk_layout(int(feats.shape[-1]), self.chunk_frames, self.hop_frames, self.align_frames)[0]
+        embs, outs = [], []
+        for i in range(0, len(starts), self.batch_size):
+            xb = slice_chunks(feats, starts[i:i + self.batch_size], self.chunk_frames).to(self.device, torch.float32)
+            f = self.model.forward_features(xb).float()
+            embs.append(f.cpu())
+            outs.append(self.model.forward_head(f).float().reshape(xb.shape[0], -1).cpu())
+        return torch.cat(embs).numpy(), torch.cat(outs).double().numpy()
 
     def features(self, wave: np.ndarray | torch.Tensor) -> torch.Tensor:
         """``wave [C, T]`` (or ``[T]``) float32 at the run's rate -> normalised log-mel ``[n_mels, F]``."""
@@ -213,12 +238,18 @@ class Predictor:
         n_frames = int(feats.shape[-1])
         duration = float(duration_s) if duration_s is not None else max(n_frames - 1, 1) / self.frames_per_second
         starts, valid = chunk_layout(n_frames, self.chunk_frames, self.hop_frames, self.align_frames)
-        raw = self.predict_chunks(feats, starts)
+        if self.pool is not None:
+            emb, raw = self.chunk_embeddings(feats, starts)
+            with torch.no_grad():
+                pooled = self.pool(torch.from_numpy(emb).to(self.device)[None])[0]
+            song_pool = denormalise_static(pooled.float().cpu().numpy()[0, :2])
+        else:
+            raw = self.predict_chunks(feats, starts)
         start_s = starts / self.frames_per_second
         grid = np.arange(0.0, max(duration, 1.0 / CURVE_HZ) - 1e-9, 1.0 / CURVE_HZ)
         if self.mode == "static":
             va = denormalise_static(raw[:, :2])  # [N, 2] on 1-9
-            song = va.mean(axis=0)
+            song = song_pool if self.pool is not None else va.mean(axis=0)
             centres = start_s + np.minimum(valid, self.chunk_frames) / self.frames_per_second / 2.0
             curve = np.stack([np.interp(grid, centres, va[:, d]) for d in range(2)], axis=1)
             song_scale = curve_scale = STATIC_SCALE
@@ -229,7 +260,7 @@ class Predictor:
         return SongPrediction(source=source, duration_s=float(duration), valence=float(song[0]),
                               arousal=float(song[1]), song_scale=song_scale, curve_times_s=grid,
                               curve_valence=curve[:, 0], curve_arousal=curve[:, 1], curve_scale=curve_scale,
-                              n_chunks=int(len(starts)))
+                              n_chunks=int(len(starts)), pooling=self.pooling)
 
     def predict_wave(self, wave: np.ndarray | torch.Tensor, source: str = "") -> SongPrediction:
         """``wave [C, T]`` float32 in [-1, 1] at ``self.sample_rate`` Hz -> :class:`SongPrediction`."""
@@ -245,7 +276,7 @@ class Predictor:
         """Predict every file; unreadable ones go to ``skipped`` (path, reason) and are logged."""
         from tqdm.auto import tqdm
 
-        result = PredictionRun(run_dir=self.run_dir, mode=self.mode)
+        result = PredictionRun(run_dir=self.run_dir, mode=self.mode, pooling=self.pooling)
         for path in tqdm(list(paths), desc="predict", unit="file", disable=not progress):
             try:
                 result.predictions.append(self.predict_file(path))
@@ -288,11 +319,9 @@ def run_chunking(config: Any) -> tuple[float, float | None]:
     return chunk_s, (float(hop) if hop else None)
 
 
-def check_pooling(config: Any) -> None:
-    """Songs are mean-pooled over chunks here; say so if the run's config asks for another pooling."""
-    pooling = _get(_get(config, "model", None), "pooling", "mean")
-    if pooling != "mean":
-        log.warning("the run's config asks for model.pooling=%s; song values here are the mean over chunks", pooling)
+def run_pooling(config: Any) -> str:
+    """``"mean"`` or ``"attention"``: the song-level pooling a run's config asks for."""
+    return str(_get(_get(config, "model", None), "pooling", "mean") or "mean")
 
 
 def _get(obj: Any, key: str, default: Any) -> Any:
@@ -336,6 +365,7 @@ def predictions_to_json(result: PredictionRun) -> str:
     doc = {
         "run_dir": result.run_dir,
         "mode": result.mode,
+        "pooling": result.pooling,
         "song_scale": DYNAMIC_SCALE if result.mode == "dynamic" else STATIC_SCALE,
         "curve_scale": DYNAMIC_SCALE if result.mode == "dynamic" else STATIC_SCALE,
         "curve_hz": CURVE_HZ,
