@@ -84,12 +84,19 @@ def test_shapes_and_batch_equals_per_item() -> None:
             assert torch.get_num_threads() == n  # restored after the threaded section
     finally:
         torch.set_num_threads(threads)
+    # reused per-thread buffers made inside inference mode still work outside it
+    lm_inf = LogMel(cfg, block_frames=41)
+    with torch.inference_mode():
+        first = lm_inf(batch)
+    torch.testing.assert_close(lm_inf(batch), first, rtol=0, atol=0)
+    torch.testing.assert_close(first, out, rtol=0, atol=1e-4)
     # the blocked CPU path and the vectorised (GPU) path agree
     flat = batch.reshape(-1, batch.shape[-1])
-    a = lm._mel_power_blocked(flat)
-    v = lm._mel_power_vectorised(flat)
-    torch.testing.assert_close(10 * torch.log10(a.clamp(min=1e-10)), 10 * torch.log10(v.clamp(min=1e-10)),
-                               rtol=0, atol=1e-3)
+    a = lm._logmel_blocked(flat, per_item=2)
+    v = lm._power_to_db(lm._mel_power_vectorised(flat))
+    lm._apply_top_db(v, v.reshape(v.shape[0], -1).amax(dim=1), per_item=2)
+    torch.testing.assert_close(a, v, rtol=0, atol=1e-3)
+    torch.testing.assert_close(a.reshape(out.shape), out, rtol=0, atol=1e-4)
 
 
 def test_logmel_rejects_bad_input() -> None:

@@ -133,18 +133,21 @@ class LogMel(nn.Module):
     Input: float waves in [-1, 1] at ``cfg.sample_rate`` Hz, on any device (the filters follow
     the input). ``top_db`` is applied per clip, over all of its channels, bands and frames (as
     ``librosa.power_to_db`` does for one multichannel array). The output is float32 and carries
-    no gradient (features are constants of the data).
+    no gradient (features are constants of the data). ``block_frames``: frames per CPU work unit.
     """
 
     def __init__(self, cfg: FeatureConfig | None = None, block_frames: int = 512):
         super().__init__()
         self.cfg = cfg or FeatureConfig()
+        if int(block_frames) < 1:
+            raise ConfigError(f"block_frames must be positive, got {block_frames}")
         self.block_frames = int(block_frames)
         fb = mel_filters(self.cfg)  # [M, F]
         self.register_buffer("mel_fb", torch.tensor(fb), persistent=False)
-        # [2F, M]: each filter weight twice (real, imag), so |X|^2 @ fb == (re^2, im^2) @ fb2
-        self.register_buffer("mel_fb2_t", torch.from_numpy(np.repeat(fb, 2, axis=1).T.copy()), persistent=False)
         self.register_buffer("window", torch.hann_window(self.cfg.n_fft, periodic=True), persistent=False)
+        # CPU-path constants (plain attributes: they stay on the CPU whatever .to() does)
+        self._window_cpu = torch.hann_window(self.cfg.n_fft, periodic=True)
+        self._bands = _band_groups(fb)
 
     def extra_repr(self) -> str:
         c = self.cfg
@@ -163,71 +166,125 @@ class LogMel(nn.Module):
             )
         flat = wave.reshape(-1, n_samples).to(torch.float32)
         if flat.device.type != "cpu":
-            db = self._to_db(self._mel_power_vectorised(flat), per_item=_items_in(wave))
+            db = self._power_to_db(self._mel_power_vectorised(flat))
+            self._apply_top_db(db, db.reshape(db.shape[0], -1).amax(dim=1), _items_in(wave))
         else:
             with _torch_single_threaded() as threads:
-                db = self._to_db(self._mel_power_blocked(flat, threads), per_item=_items_in(wave))
+                db = self._logmel_blocked(flat, _items_in(wave), threads)
         return db.reshape(*lead, self.cfg.n_mels, db.shape[-1])
 
     # -- internals ------------------------------------------------------------------------
 
-    def _buffers_on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        if self.window.device != device:  # device follows the input
-            return self.mel_fb.to(device), self.mel_fb2_t.to(device), self.window.to(device)
-        return self.mel_fb, self.mel_fb2_t, self.window
+    def _logmel_blocked(self, flat: torch.Tensor, per_item: int, threads: int = 1) -> torch.Tensor:
+        """CPU: ``[N, T] -> [N, n_mels, frames]`` dB, in (row, ``block_frames``) work units.
 
-    def _pad(self, flat: torch.Tensor) -> torch.Tensor:
-        half = self.cfg.n_fft // 2
-        return torch.nn.functional.pad(flat[:, None, :], (half, half), mode=self.cfg.pad_mode)[:, 0, :]
-
-    def _mel_power_blocked(self, flat: torch.Tensor, threads: int = 1) -> torch.Tensor:
-        """``[N, T] -> [N, n_mels, frames]`` mel power, in (clip, ``block_frames``) work units.
-
-        ``threads`` Python threads share the units, each running torch single-threaded (torch
-        releases the GIL; the caller sets torch to one thread, see ``_torch_single_threaded``): no
-        OpenMP barrier per small op, which on a busy machine made the OpenMP loop ~10x slower.
+        Per unit, in per-thread buffers that are reused (no multi-MB temporaries, no page faults):
+        window the frame views -> ``rfft`` -> ``|X|^2`` (square in place, add real and imaginary
+        halves) -> one small matmul per group of neighbouring mel bands over the FFT bins where
+        they are nonzero (Slaney filters are ~2 bins wide per bin: a dense matmul would multiply
+        ~60x more zeros) written straight into the output -> dB in place -> the unit's maximum.
+        ``threads`` Python threads share the units, torch running single-threaded in each (it
+        releases the GIL); on a busy machine an OpenMP loop over such small ops was ~10x slower.
         """
-        _, fb2_t, window = self._buffers_on(flat.device)
-        cfg, step = self.cfg, self.block_frames
+        cfg, step, window, bands = self.cfg, self.block_frames, self._window_cpu, self._bands
+        n_rows, n_frames = flat.shape[0], cfg.n_frames(flat.shape[-1])
         padded = self._pad(flat)
-        n_frames = cfg.n_frames(flat.shape[-1])
-        out = torch.empty(flat.shape[0], n_frames, cfg.n_mels, dtype=torch.float32, device=flat.device)
-        frames = [padded[n].unfold(0, cfg.n_fft, cfg.hop_length) for n in range(flat.shape[0])]  # views
-
-        inference = torch.is_inference_mode_enabled()
+        frames = [padded[n].unfold(0, cfg.n_fft, cfg.hop_length) for n in range(n_rows)]  # views
+        out = torch.empty(n_rows, cfg.n_mels, n_frames, dtype=torch.float32)
+        starts = range(0, n_frames, step)
+        peaks = torch.empty(n_rows, len(starts), dtype=torch.float32)
+        inference, amin = torch.is_inference_mode_enabled(), float(cfg.amin)
 
         def work(unit: tuple[int, int]) -> None:
-            n, i = unit
+            n, j = unit
+            i = starts[j]
+            k = min(step, n_frames - i)
             with torch.inference_mode(inference), torch.no_grad():  # both modes are per thread
-                block = frames[n][i : i + step] * window
-                spec = torch.view_as_real(torch.fft.rfft(block)).reshape(block.shape[0], -1)
-                torch.mm(spec.square_(), fb2_t, out=out[n, i : i + step])
+                wbuf, pbuf = _workspace(step, cfg.n_fft)
+                w, p = wbuf[:k], pbuf[:k]
+                torch.mul(frames[n][i : i + k], window, out=w)
+                ri = torch.view_as_real(torch.fft.rfft(w)).square_()  # (rfft's out= only adds a copy)
+                torch.add(ri[..., 0], ri[..., 1], out=p)  # [k, F] power
+                dst = out[n, :, i : i + k]
+                for m0, m1, f0, f1, weights in bands:
+                    torch.mm(weights, p[:, f0:f1].T, out=dst[m0:m1])
+                dst.clamp_(min=amin).log10_().mul_(10.0)
+                torch.amax(dst, dim=(0, 1), out=peaks[n, j])
 
-        units = [(n, i) for n in range(flat.shape[0]) for i in range(0, n_frames, step)]
+        units = [(n, j) for n in range(n_rows) for j in range(len(starts))]
         if threads <= 1 or len(units) == 1:
             for unit in units:
                 work(unit)
         else:
             list(_thread_pool(threads).map(work, units))
-        return out.transpose(1, 2).contiguous()
+        self._apply_top_db(out, peaks.amax(dim=1), per_item)
+        return out
+
+    def _pad(self, flat: torch.Tensor) -> torch.Tensor:
+        """``[N, T] -> [N, T + n_fft]``: ``n_fft // 2`` samples each side, reflected or zero (as
+        ``np.pad``/``torch.stft`` do; written directly: torch's reflection_pad1d kernel is slow)."""
+        half, n = self.cfg.n_fft // 2, flat.shape[-1]
+        padded = flat.new_empty(flat.shape[0], n + 2 * half)
+        padded[:, half : half + n] = flat
+        if self.cfg.pad_mode == "reflect":
+            padded[:, :half] = flat[:, 1 : half + 1].flip(-1)
+            padded[:, half + n :] = flat[:, n - half - 1 : n - 1].flip(-1)
+        else:
+            padded[:, :half] = 0.0
+            padded[:, half + n :] = 0.0
+        return padded
 
     def _mel_power_vectorised(self, flat: torch.Tensor) -> torch.Tensor:
         """``[N, T] -> [N, n_mels, frames]`` mel power with one ``torch.stft`` call (GPU path)."""
-        fb, _, window = self._buffers_on(flat.device)
+        fb, window = self.mel_fb, self.window
+        if window.device != flat.device:  # device follows the input
+            fb, window = fb.to(flat.device), window.to(flat.device)
         spec = torch.stft(
             flat, self.cfg.n_fft, self.cfg.hop_length, window=window, center=True,
             pad_mode=self.cfg.pad_mode, return_complex=True,
         )  # [N, F, frames]
-        return torch.matmul(fb, spec.abs().square())
+        return torch.matmul(fb, torch.view_as_real(spec).square().sum(dim=-1))
 
-    def _to_db(self, power: torch.Tensor, per_item: int) -> torch.Tensor:
-        """``10 log10(max(power, amin))``, then floor at ``max - top_db`` per item (in place)."""
-        db = power.clamp_(min=self.cfg.amin).log10_().mul_(10.0)
-        if self.cfg.top_db is not None:
-            grouped = db.reshape(-1, per_item * db.shape[-2] * db.shape[-1])
-            floor = grouped.amax(dim=1, keepdim=True) - float(self.cfg.top_db)
-            torch.maximum(grouped, floor, out=grouped)
-        return db
+    def _power_to_db(self, power: torch.Tensor) -> torch.Tensor:
+        """``10 log10(max(power, amin))`` in place."""
+        return power.clamp_(min=self.cfg.amin).log10_().mul_(10.0)
+
+    def _apply_top_db(self, db: torch.Tensor, row_peaks: torch.Tensor, per_item: int) -> None:
+        """Floor ``db: [N, M, frames]`` at ``max - top_db`` per item of ``per_item`` rows, in place."""
+        if self.cfg.top_db is None:
+            return
+        floor = row_peaks.reshape(-1, per_item).amax(dim=1) - float(self.cfg.top_db)  # [items]
+        grouped = db.reshape(floor.shape[0], -1)
+        torch.maximum(grouped, floor[:, None], out=grouped)
+
+
+def _band_groups(fb: np.ndarray, group: int = 16) -> list[tuple[int, int, int, int, torch.Tensor]]:
+    """Cut ``fb: [M, F]`` into runs of ``group`` bands: ``(m0, m1, f0, f1, fb[m0:m1, f0:f1])``.
+
+    ``f0:f1`` is the smallest FFT-bin range holding every nonzero weight of the run (an all-zero
+    run keeps one zero column), so ``fb @ p == concat(w @ p[f0:f1])`` with the zeros skipped.
+    """
+    out = []
+    for m0 in range(0, fb.shape[0], group):
+        m1 = min(m0 + group, fb.shape[0])
+        cols = np.flatnonzero(np.any(fb[m0:m1] != 0, axis=0))
+        f0, f1 = (int(cols[0]), int(cols[-1]) + 1) if cols.size else (0, 1)
+        out.append((m0, m1, f0, f1, torch.from_numpy(np.ascontiguousarray(fb[m0:m1, f0:f1]))))
+    return out
+
+
+_TLS = threading.local()
+
+
+def _workspace(rows: int, n_fft: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """This thread's reusable CPU buffers, kept between calls: windowed frames ``[rows, n_fft]``
+    and power ``[rows, n_fft // 2 + 1]``, float32."""
+    ws = getattr(_TLS, "ws", None)
+    if ws is None or ws[0] != (rows, n_fft):
+        with torch.inference_mode(False):  # normal tensors: usable in and out of inference mode
+            ws = ((rows, n_fft), torch.empty(rows, n_fft), torch.empty(rows, n_fft // 2 + 1))
+        _TLS.ws = ws
+    return ws[1], ws[2]
 
 
 _POOL_LOCK = threading.Lock()
