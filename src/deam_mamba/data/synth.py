@@ -28,6 +28,7 @@ import math
 import multiprocessing
 import os
 import shutil
+import time
 import uuid
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -87,6 +88,7 @@ class SongResult:
     static: dict[str, float]
     dyn_valence: np.ndarray
     dyn_arousal: np.ndarray
+    cpu_s: float = 0.0  # CPU seconds the worker spent on this song (render, encode, labels)
 
 
 def _song_rng(seed: int, song_id: int) -> np.random.Generator:
@@ -116,6 +118,7 @@ def _annotator_noise(rng: np.random.Generator, k: int) -> np.ndarray:
 def _render_one(job: tuple[int, int, float, str]) -> SongResult:
     """Worker: render song ``song_id`` to ``<audio_dir>/<id>.mp3`` and return its labels."""
     seed, song_id, duration_s, audio_dir = job
+    cpu0 = time.process_time()
     rng = _song_rng(seed, song_id)
     v0, a0 = _centres(rng)
     traj = hidden_trajectory(rng, duration_s, v0, a0)
@@ -137,7 +140,7 @@ def _render_one(job: tuple[int, int, float, str]) -> SongResult:
         static[f"{name}_max_std"] = float(np.clip(std + lab.normal(0.1, 0.15), 0.3, 2.9))
         static[f"{name}_min_mean"] = float(np.clip(curve.min() - abs(lab.normal(0.3, 0.2)), 1.0, mean))
         static[f"{name}_min_std"] = float(np.clip(std + lab.normal(0.1, 0.15), 0.3, 2.9))
-    return SongResult(song_id, duration_s, static, dyn_v, dyn_a)
+    return SongResult(song_id, duration_s, static, dyn_v, dyn_a, time.process_time() - cpu0)
 
 
 def _worker_init() -> None:
@@ -149,6 +152,21 @@ def _worker_init() -> None:
     threadpool_limits(1)
 
 
+def _mp_context() -> multiprocessing.context.BaseContext:
+    """Fork server with this module preloaded where available, else spawn.
+
+    Workers then start as forks of one clean, single-threaded server process that has already
+    imported numpy/scipy/soxr/lameenc: measured 0.1 s wall and ~0 CPU s per 2-worker pool
+    after the first, against 1.7 s wall and 0.9 CPU s for ``spawn`` (which starts and imports
+    a fresh interpreter per worker, every time). Plain ``fork`` would copy the caller's threads.
+    """
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload([__name__])  # takes effect when the server starts (once per process)
+    return ctx
+
+
 def _run_jobs(jobs: list[tuple[int, int, float, str]], n_workers: int, bar: tqdm) -> list[SongResult]:
     """Render ``jobs`` on ``n_workers`` processes, longest songs first (no straggler at the end)."""
     order = sorted(jobs, key=lambda j: -j[2])
@@ -158,8 +176,7 @@ def _run_jobs(jobs: list[tuple[int, int, float, str]], n_workers: int, bar: tqdm
             results.append(_render_one(job))
             bar.update()
         return results
-    ctx = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx, initializer=_worker_init)
+    pool = ProcessPoolExecutor(max_workers=n_workers, mp_context=_mp_context(), initializer=_worker_init)
     try:
         futures = [pool.submit(_render_one, job) for job in order]
         results = []
@@ -228,6 +245,7 @@ def synthesize(
     workers: int | None = None,
     force: bool = False,
     progress: bool = True,
+    stats: dict | None = None,
 ) -> Path:
     """Write a synthetic DEAM-shaped corpus to ``out_dir`` and return its root.
 
@@ -235,7 +253,9 @@ def synthesize(
     (ids 2001..; default 5% of ``songs``, at least 1, at most 58). ``workers`` processes
     render in parallel (default: CPU count). The tree is built in a hidden sibling folder and
     renamed onto ``out_dir`` at the end; an existing non-empty ``out_dir`` is replaced only with
-    ``force=True`` (else :class:`OutputExistsError`).
+    ``force=True`` (else :class:`OutputExistsError`). If ``stats`` is a dict, it receives
+    ``wall_s``, ``cpu_s`` (this process + the per-song CPU time of the workers; the once-per-process
+    fork-server start, ~0.3 CPU s, is not counted), ``worker_cpu_s``, ``workers`` and ``songs``.
     """
     out_dir = Path(out_dir).expanduser().absolute()
     if full_songs is None:
@@ -251,6 +271,7 @@ def synthesize(
     if workers is not None and workers < 1:
         raise ConfigError(f"workers must be >= 1, got {workers}")
     _prepare_out(out_dir, force)
+    wall0, cpu0 = time.perf_counter(), time.process_time()
 
     ids = song_ids(int(songs), int(full_songs))
     durations = _durations(seed, ids, float(seconds))
@@ -278,7 +299,12 @@ def synthesize(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    log.info("wrote %s", out_dir)
+    worker_cpu = sum(r.cpu_s for r in results) if n_workers > 1 else 0.0  # 1 worker: counted in-process
+    run = {"wall_s": time.perf_counter() - wall0, "cpu_s": time.process_time() - cpu0 + worker_cpu,
+           "worker_cpu_s": worker_cpu, "workers": n_workers, "songs": len(ids)}  # fmt: skip
+    if stats is not None:
+        stats.update(run)
+    log.info("wrote %s: %d songs in %.1f s wall, %.1f CPU s", out_dir, len(ids), run["wall_s"], run["cpu_s"])
     return out_dir
 
 
