@@ -150,7 +150,8 @@ def test_resume_after_sigkill_reaches_the_same_result(synth_corpus, tmp_path_fac
     from deam_mamba.runlog import start_training
 
     ovr = _overrides(synth_corpus, shared_cache(tmp_path_factory), "train.epochs=3", "train.save_every_steps=3",
-                     "model.kwargs.drop_path_rate=0.1")  # drop path: the RNG state matters too
+                     "model.kwargs.drop_path_rate=0.1",  # drop path: the RNG state matters too
+                     "model.pooling=attention", "model.attention.epochs=10")  # fitted after the loop, resumed too
     ref = train(load_config(TINY, ovr), tmp_path / "ref")
 
     killed = tmp_path / "killed"
@@ -180,6 +181,13 @@ def test_resume_after_sigkill_reaches_the_same_result(synth_corpus, tmp_path_fac
     assert res.best_metrics == ref.best_metrics
     assert (killed / "log.csv").read_text() == (ref.run_dir / "log.csv").read_text()
     assert len(json.loads((killed / "meta.json").read_text())["resumed"]) == 1
+    from safetensors.torch import load_file
+
+    from deam_mamba.pooling import pool_path
+
+    pa, pb = (load_file(str(pool_path(r, res.best_metrics["step"]))) for r in (ref.run_dir, killed))
+    assert pa.keys() == pb.keys() and all(torch.equal(pa[k], pb[k]) for k in pa)
+    assert res.pooling == ref.pooling
 
 
 @pytest.mark.slow

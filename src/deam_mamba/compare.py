@@ -136,8 +136,12 @@ def compare_run_with_ridge(run_dir: str | Path, metrics: dict, out_dir: str | Pa
     summary = Path(run_dir) / "train_summary.json"
     train_s = float(json.loads(summary.read_text()).get("seconds_this_session", float("nan"))) \
         if summary.exists() else float("nan")
-    rows = [_metric_row(run.config.model.name, "deep", _param_count(run.model), train_s, metrics["static"]),
-            ridge_row(run.config, bootstrap=bootstrap)]
+    pooling = metrics.get("pooling", "mean")
+    name = run.config.model.name + (" + attention pooling" if pooling == "attention" else "")
+    params = _param_count(run.model) + (_param_count(run.pool) if run.pool is not None else 0)
+    deep = _metric_row(name, "deep", params, train_s, metrics["static"])
+    deep["pooling"] = pooling  # which song-level pooling produced the deep row's numbers
+    rows = [deep, ridge_row(run.config, bootstrap=bootstrap)]
     write_comparison(out_dir, rows)
     return rows
 
