@@ -39,6 +39,9 @@ from deam_mamba.data.chunks import ChunkDataset, chunk_starts  # noqa: E402
 from deam_mamba.data.deam import DEAMHandler  # noqa: E402
 from deam_mamba.data.synth import synthesize  # noqa: E402
 from deam_mamba.features import FeatureConfig, LogMel  # noqa: E402
+from deam_mamba.runtime import tune_malloc  # noqa: E402
+
+MALLOC_TUNED = tune_malloc()  # before any tensor work: glibc keeps freed memory (DEAM_MAMBA_MALLOC_TUNE=0: off)
 
 
 def epoch_from_cache(ds: ChunkDataset) -> int:
@@ -179,6 +182,7 @@ def main() -> int:
         }
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
+        result["malloc_tuned"] = MALLOC_TUNED
         out.write_text(json.dumps(result, indent=2) + "\n")
         print(json.dumps({"seconds_median": result["seconds_median"], "ratios": result["ratios"]}, indent=2))
         print(f"wrote {out}")

@@ -20,6 +20,9 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from deam_mamba.models import create_model
+from deam_mamba.runtime import tune_malloc
+
+MALLOC_TUNED = tune_malloc()  # before any tensor work: glibc keeps freed memory (DEAM_MAMBA_MALLOC_TUNE=0: off)
 
 
 def matmul_gflops(n: int = 2048, reps: int = 3) -> float:
@@ -108,6 +111,7 @@ def main() -> None:
                 "(2 cores) was shared with other jobs (see load averages), so absolute numbers are noisy.",
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    result["malloc_tuned"] = MALLOC_TUNED
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k != "models"}, indent=2))
     for name, m in models.items():

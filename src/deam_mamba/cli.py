@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import ConfigError, DeamError
+from .runtime import tune_malloc
 
 
 # --- subcommands --------------------------------------------------------------------------
@@ -269,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    tune_malloc()  # before any tensor work (see deam_mamba.runtime; DEAM_MAMBA_MALLOC_TUNE=0 turns it off)
     try:
         return int(args.func(args) or 0)
     except DeamError as exc:

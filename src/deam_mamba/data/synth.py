@@ -38,6 +38,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..errors import ConfigError, OutputExistsError
+from ..runtime import tune_malloc
 from .mp3 import write_mp3
 from .music import hidden_trajectory, render_song
 
@@ -144,7 +145,9 @@ def _render_one(job: tuple[int, int, float, str]) -> SongResult:
 
 
 def _worker_init() -> None:
-    """Worker start-up: one BLAS/OpenMP thread per process (the processes are the parallelism)."""
+    """Worker start-up: one BLAS/OpenMP thread per process (the processes are the parallelism);
+    glibc keeps freed memory (``deam_mamba.runtime``: every song allocates tens of MB of audio)."""
+    tune_malloc()
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:  # numpy's BLAS is barely used here; without threadpoolctl leave it be
