@@ -80,6 +80,18 @@ def _read_fallback(path: Path, duration: float | None = None) -> tuple[np.ndarra
     return np.atleast_2d(y).astype(np.float32, copy=False).T, int(sr)
 
 
+def _channel_mean(data: np.ndarray) -> np.ndarray:
+    """``[T, C] -> [T, 1]``: the mean of the channels, the same float32 values as
+    ``data.mean(axis=1)`` (a left-to-right sum, then one division) but ~10x faster: numpy's reduction
+    over a short inner axis of an interleaved array cost ~25 ms per 45 s stereo song, a third of
+    ``prepare``'s CPU time."""
+    out = data[:, 0].copy()
+    for c in range(1, data.shape[1]):
+        out += data[:, c]
+    out /= data.shape[1]
+    return out[:, None]
+
+
 def load_audio(path: str | Path, target_sr: int | None = 16_000, mono: bool = True,
                clip: bool = False, duration: float | None = None) -> np.ndarray:
     """Decode ``path`` to ``[C, T]`` float32 at ``target_sr`` Hz (``None``: native rate).
@@ -103,7 +115,7 @@ def load_audio(path: str | Path, target_sr: int | None = 16_000, mono: bool = Tr
     if data.size == 0 or data.shape[0] == 0:
         raise AudioDecodeError(path, "no audio frames could be decoded (truncated or corrupt file)")
     if mono and data.shape[1] > 1:
-        data = data.mean(axis=1, keepdims=True)
+        data = _channel_mean(data)
     if target_sr is not None and sr != target_sr:
         data = soxr.resample(data, sr, int(target_sr), quality=RESAMPLE_QUALITY)
     wave = np.ascontiguousarray(data.T, dtype=np.float32)
