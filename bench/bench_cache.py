@@ -96,13 +96,13 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="20 songs, 1 round (a smoke run)")
     ap.add_argument("--songs", type=int, default=None, help="songs (default 100; 20 with --quick)")
-    ap.add_argument("--rounds", type=int, default=None, help="prepare rounds (default 2; 1 with --quick)")
+    ap.add_argument("--rounds", type=int, default=None, help="prepare rounds (default 3; 1 with --quick)")
     ap.add_argument("--corpus", default=None, help="reuse/keep the synthetic corpus here (default: a temp dir)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "cache.json"))
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     n_songs = args.songs or (20 if args.quick else 100)
-    rounds = args.rounds or (1 if args.quick else 2)
+    rounds = args.rounds or (1 if args.quick else 3)
     work = Path(tempfile.mkdtemp(prefix="bench_cache_"))
     corpus = Path(args.corpus) if args.corpus else work / "deam"
     try:

@@ -37,6 +37,7 @@ import numpy as np
 from .errors import CacheError, DeamError, OutputExistsError, UnknownSongError
 from .features import FeatureConfig, NormStats, compute_norm_stats, mel_filters
 from .io import atomic_path, atomic_write_json, atomic_write_text
+from .runtime import release_free_memory
 
 log = logging.getLogger(__name__)
 
@@ -266,6 +267,7 @@ def build_cache(
                 bar.update()
         elif jobs:
             ctx = mp.get_context(mp_context or ("fork" if sys.platform.startswith("linux") else "spawn"))
+            release_free_memory()  # a smaller heap to fork (see deam_mamba.runtime)
             pool = ProcessPoolExecutor(max_workers=min(n_workers, len(jobs)), mp_context=ctx,
                                        initializer=_init_worker, initargs=(cfg.to_dict(),))
             try:

@@ -33,6 +33,28 @@ ARENA_MAX = 1  # one arena: memory freed by torch's worker threads is reused by 
 _state: dict[str, bool] = {}
 
 
+def _libc() -> ctypes.CDLL | None:
+    if not (sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"):
+        return None
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError as exc:  # pragma: no cover - glibc without the usual soname
+        log.debug("glibc not loadable (%s)", exc)
+        return None
+
+
+def release_free_memory() -> None:
+    """Give the free memory that :func:`tune_malloc` keeps back to the kernel (``malloc_trim``).
+
+    Call it before forking worker processes: a child inherits the parent's whole heap, so a big
+    kept heap makes every ``fork`` copy more page tables and the child copy-on-write the pages it
+    reuses. A no-op where the C library is not glibc.
+    """
+    libc = _libc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
 def tune_malloc() -> bool:
     """Apply the settings above once per process; True if they are in effect.
 
@@ -44,17 +66,13 @@ def tune_malloc() -> bool:
     tuned = False
     if os.environ.get(ENV, "1").strip() in ("0", "false", "no", "off"):
         log.debug("%s=0: glibc malloc left as it is", ENV)
-    elif sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc":
-        try:
-            mallopt = ctypes.CDLL("libc.so.6").mallopt
-        except OSError as exc:  # pragma: no cover - glibc without the usual soname
-            log.debug("glibc not loadable (%s): malloc left as it is", exc)
-        else:
-            mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-            ok = [mallopt(p, v) for p, v in ((_M_MMAP_THRESHOLD, MMAP_THRESHOLD),
-                                              (_M_TRIM_THRESHOLD, TRIM_THRESHOLD), (_M_ARENA_MAX, ARENA_MAX))]
-            tuned = all(r == 1 for r in ok)
-            if not tuned:
-                log.debug("mallopt refused some settings (%s)", ok)
+    elif (libc := _libc()) is not None:
+        mallopt = libc.mallopt
+        mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+        ok = [mallopt(p, v) for p, v in ((_M_MMAP_THRESHOLD, MMAP_THRESHOLD),
+                                          (_M_TRIM_THRESHOLD, TRIM_THRESHOLD), (_M_ARENA_MAX, ARENA_MAX))]
+        tuned = all(r == 1 for r in ok)
+        if not tuned:
+            log.debug("mallopt refused some settings (%s)", ok)
     _state["tuned"] = tuned
     return tuned
