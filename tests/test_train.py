@@ -142,6 +142,45 @@ def test_dynamic_mode_keeps_the_scales_apart(synth_corpus, tmp_path_factory):
     assert run.model(torch.zeros(1, 1, cfg.features.n_mels, 200)).shape == (1, 2 * k)
 
 
+def test_make_ema_averages_parameters_and_batchnorm_statistics() -> None:
+    from deam_mamba.engine import make_ema
+
+    assert make_ema(torch.nn.Linear(2, 2), 0.0) is None
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    ema = make_ema(model, 0.75)
+    w0 = model[0].weight.detach().clone()
+    ema.update_parameters(model)  # the first update copies
+    torch.testing.assert_close(ema.module[0].weight, w0, rtol=0, atol=0)
+    with torch.no_grad():
+        model[0].weight.add_(1.0)
+    model.train()
+    model(torch.randn(8, 3))  # moves the BatchNorm running statistics
+    ema.update_parameters(model)
+    torch.testing.assert_close(ema.module[0].weight, 0.75 * w0 + 0.25 * model[0].weight.detach())
+    torch.testing.assert_close(ema.module[1].running_mean, 0.25 * model[1].running_mean)  # avg started at 0
+
+
+def test_ema_run_validates_and_saves_the_average(synth_corpus, tmp_path_factory):
+    from deam_mamba.checkpoint import checkpoint_paths, load_run, load_state
+    from deam_mamba.config import load_config
+    from deam_mamba.engine import split_ids, train, validate
+
+    cfg = load_config(TINY, _overrides(synth_corpus, shared_cache(tmp_path_factory), "optim.ema_decay=0.8",
+                                       "train.epochs=1"))
+    res = train(cfg, tmp_path_factory.mktemp("train_ema") / "run")
+    saved = _weights(res.run_dir)
+    raw = load_state(checkpoint_paths(res.run_dir, "last")[1])["raw_model"]
+    assert saved.keys() == raw.keys()
+    assert any(not torch.equal(saved[k], raw[k]) for k in saved if saved[k].is_floating_point())
+    # the logged validation numbers are those of the saved (averaged) weights
+    run = load_run(res.run_dir)
+    from deam_mamba.cache import FeatureCache
+
+    cache = FeatureCache(cfg.data.cache, cfg.features)
+    metrics = validate(cfg, run.model, cache, split_ids(cfg, cache)["val"], run.norm_stats, torch.device("cpu"))
+    assert metrics["val_ccc_mean_1to9"] == pytest.approx(res.best_metrics["val_ccc_mean_1to9"], abs=1e-6)
+
+
 @pytest.mark.slow
 def test_resume_after_sigkill_reaches_the_same_result(synth_corpus, tmp_path_factory, tmp_path):
     """A run killed with SIGKILL mid-epoch and resumed ends bit-identical to an uninterrupted one."""
@@ -151,7 +190,8 @@ def test_resume_after_sigkill_reaches_the_same_result(synth_corpus, tmp_path_fac
 
     ovr = _overrides(synth_corpus, shared_cache(tmp_path_factory), "train.epochs=3", "train.save_every_steps=3",
                      "model.kwargs.drop_path_rate=0.1",  # drop path: the RNG state matters too
-                     "model.pooling=attention", "model.attention.epochs=10")  # fitted after the loop, resumed too
+                     "model.pooling=attention", "model.attention.epochs=10",  # fitted after the loop, resumed too
+                     "optim.ema_decay=0.9")  # the weight average and the raw weights both resume
     ref = train(load_config(TINY, ovr), tmp_path / "ref")
 
     killed = tmp_path / "killed"
@@ -178,6 +218,10 @@ def test_resume_after_sigkill_reaches_the_same_result(synth_corpus, tmp_path_fac
     assert res.step == ref.step and res.epoch == ref.epoch
     a, b = _weights(ref.run_dir), _weights(killed)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    from deam_mamba.checkpoint import checkpoint_paths, load_state
+
+    ra, rb = (load_state(checkpoint_paths(r, "last")[1])["raw_model"] for r in (ref.run_dir, killed))
+    assert all(torch.equal(ra[k], rb[k]) for k in ra)
     assert res.best_metrics == ref.best_metrics
     assert (killed / "log.csv").read_text() == (ref.run_dir / "log.csv").read_text()
     assert len(json.loads((killed / "meta.json").read_text())["resumed"]) == 1

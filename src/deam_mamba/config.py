@@ -100,6 +100,14 @@ class OptimConfig:
     warmup_steps: int = 100
     min_lr_ratio: float = 0.01
     grad_clip: float | None = 1.0  # max global grad norm; None = no clipping
+    # exponential moving average of the weights (and BatchNorm statistics), updated every step:
+    # 0 = off; e.g. 0.99 averages over ~100 steps. When on, validation, `best` and every saved
+    # weights file use the averaged model; the raw weights live in the state file (for --resume).
+    ema_decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(f"optim.ema_decay must be in [0, 1) (0 = off), got {self.ema_decay}")
 
 
 @dataclass

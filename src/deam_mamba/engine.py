@@ -4,7 +4,7 @@
 and its split, build (or reuse) the feature cache, take normalisation statistics from the
 training split only, then loops epochs of AdamW steps over shuffled chunks
 (warm-up + cosine :func:`deam_mamba.schedule.lr_at`, gradient clipping, optional bf16 autocast on
-CUDA), validates at song level after each epoch (mean over chunks), keeps ``best``/``last``
+CUDA, optional weight averaging ``optim.ema_decay`` whose average is what is validated and saved), validates at song level after each epoch (mean over chunks), keeps ``best``/``last``
 checkpoints and stops early when the validation CCC stalls. With ``model.pooling: attention`` it
 then fits the attention-pooling head on the frozen ``best`` backbone (:mod:`deam_mamba.pooling`);
 the chunk loop, and so exact resume, is the same either way.
@@ -250,6 +250,17 @@ def make_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
 # --- the loop -------------------------------------------------------------------------------
 
 
+def make_ema(model: nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel | None:
+    """An exponential moving average of ``model``'s parameters and buffers (BatchNorm statistics
+    included), or None when ``decay`` is 0. After each optimiser step ``ema.update_parameters(model)``
+    sets ``avg = decay * avg + (1 - decay) * w`` (the first update copies ``w``)."""
+    if not decay:
+        return None
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
 @dataclass
 class TrainResult:
     """What :func:`train` returns: where the run is and how it ended."""
@@ -295,6 +306,8 @@ def _train(cfg: Config, run_dir: Path, resume: bool, argv: list[str] | None, inf
     train_ds, norm = make_datasets(cfg, cache, splits)
     model = ck.build_model(cfg).to(device)
     opt = make_optimizer(model, cfg)
+    ema = make_ema(model, cfg.optim.ema_decay)
+    eval_model = ema.module if ema is not None else model  # what is validated and saved
     sampler = ResumableSampler(train_ds, info, seed=t.seed, drop_last=True)
     full_batches = sampler.num_samples >= t.batch_size  # else one smaller batch per epoch
     steps_per_epoch = sampler.num_samples // t.batch_size if full_batches else 1
@@ -308,8 +321,14 @@ def _train(cfg: Config, run_dir: Path, resume: bool, argv: list[str] | None, inf
           "best_step": -1, "bad_epochs": 0, "history": [], "stopped_early": False}
     if resume and (run_dir / ck.CKPT_DIR / "last.json").is_file():
         weights, state_file, _ = ck.checkpoint_paths(run_dir, "last")
-        ck.load_weights(model, weights)
+        ck.load_weights(eval_model, weights)
         saved = ck.load_state(state_file)
+        if ema is not None:  # the weights file held the average; the raw weights are in the state
+            if "raw_model" not in saved:
+                raise ConfigError(f"{state_file} was written without optim.ema_decay: resume with the run's own "
+                                  "config (no ema_decay override)")
+            model.load_state_dict(saved["raw_model"])
+            ema.n_averaged.fill_(int(saved["ema_n_averaged"]))
         opt.load_state_dict(saved["optimizer"])
         st.update(saved["loop"])
         ck.set_rng_state(saved["rng"])
@@ -326,7 +345,9 @@ def _train(cfg: Config, run_dir: Path, resume: bool, argv: list[str] | None, inf
         if not info.is_main:
             return
         state = {"optimizer": opt.state_dict(), "loop": dict(st), "rng": ck.rng_state()}
-        ck.save_checkpoint(run_dir, model, state, step=st["step"], meta=meta, best_metrics=best_metrics)
+        if ema is not None:
+            state.update(raw_model=model.state_dict(), ema_n_averaged=int(ema.n_averaged))
+        ck.save_checkpoint(run_dir, eval_model, state, step=st["step"], meta=meta, best_metrics=best_metrics)
 
     from tqdm.auto import tqdm
 
@@ -349,6 +370,8 @@ def _train(cfg: Config, run_dir: Path, resume: bool, argv: list[str] | None, inf
             if cfg.optim.grad_clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
             opt.step()
+            if ema is not None:
+                ema.update_parameters(model)
             lv = float(loss.detach())
             st["step"] += 1
             st["batch_in_epoch"] += 1
@@ -364,7 +387,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, argv: list[str] | None, inf
                 break
         # end of epoch (or of max_steps): validate, early-stop bookkeeping, checkpoint, log
         sync_buffers(info, model)
-        metrics = validate(cfg, model, cache, splits["val"], norm, device)
+        metrics = validate(cfg, eval_model, cache, splits["val"], norm, device)
         score = metrics[metric_name]
         improved = st["best"] is None or (math.isfinite(score) and score > st["best"] + t.min_delta)
         improved = broadcast_flag(info, improved)  # every rank takes rank 0's decision
