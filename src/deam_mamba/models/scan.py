@@ -15,11 +15,12 @@ Arithmetic runs in float32 (float64 stays float64).
 Backends:
   * ``ref``  -- a sequential loop over time: the readable definition.
   * ``fast`` -- pure torch: the per-step decays ``a = exp(delta*A)`` and inputs ``delta*B*u`` are formed for
-    all steps at once (time-major ``[L, B, D, N]``), then the linear recurrence ``h[t] = a[t] h[t-1] + x[t]`` is
-    solved chunk-parallel: chunks of ~sqrt(L) steps advance together, then a sequential carry crosses the
-    chunks (~3 sqrt(L) vectorised in-place ops instead of L autograd steps). It only multiplies decays
-    together (never divides by them or exponentiates sums), so it cannot overflow where the sequential loop
-    does not. Its backward is the same scan run in reverse (a custom autograd Function).
+    all steps at once (time-major ``[L, N, B, D]``), then the linear recurrence ``h[t] = a[t] h[t-1] + x[t]`` is
+    solved chunk-parallel: chunks of ~sqrt(L/3) steps scan together, a sequential carry crosses the chunks and
+    is decayed back into them (~3 sqrt(L) vectorised in-place ops instead of L autograd steps). It only
+    multiplies decays together (never divides by them or exponentiates sums), so it cannot overflow where the
+    sequential loop does not. Its backward is written out (the same scan in reverse, then every input's
+    gradient) in a custom autograd Function.
   * ``cuda`` -- mamba_ssm's kernel, used only if ``mamba_ssm`` imports (optional dependency).
   * ``auto`` -- ``cuda`` for CUDA tensors when available, else ``fast``.
 """
