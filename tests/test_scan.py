@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from deam_mamba.models import scan
-from deam_mamba.models.scan import (linear_scan, resolve_backend, selective_scan_fast, selective_scan_fn,
+from deam_mamba.models.scan import (_reverse_scan_, _scan_, resolve_backend, selective_scan_fast, selective_scan_fn,
                                     selective_scan_ref)
 
 
@@ -81,9 +81,35 @@ def test_low_precision_inputs_return_input_dtype():
     torch.testing.assert_close(out.float(), ref.float(), rtol=2e-2, atol=2e-2)
 
 
+class _LinearScan(torch.autograd.Function):
+    """The chunked scan primitives as one autograd op, to check them as an adjoint pair:
+    ``h[t] = a[t] h[t-1] + x[t]`` by ``_scan_``; its backward ``g[t] = dL/dh[t] + a[t+1] g[t+1]`` by
+    ``_reverse_scan_``, ``dL/dx = g``, ``dL/da[t] = g[t] h[t-1]``."""
+
+    @staticmethod
+    def forward(ctx, a, x):
+        L = x.shape[0]
+        a = a.contiguous()
+        h = _scan_(a.view(L, -1), x.reshape(L, -1).clone()).view(x.shape)
+        ctx.save_for_backward(a, h)
+        return h
+
+    @staticmethod
+    def backward(ctx, gh):
+        a, h = ctx.saved_tensors
+        L = a.shape[0]
+        g = _reverse_scan_(a.view(L, -1), gh.reshape(L, -1).clone()).view(a.shape)
+        ga = torch.zeros_like(g)
+        ga[1:] = g[1:] * h[:-1]
+        return ga, g
+
+
+linear_scan = _LinearScan.apply
+
+
 def test_linear_scan_matches_loop_and_gradcheck():
     g = torch.Generator().manual_seed(3)
-    for L in (5, 70, 1000):  # one chunk; chunks with a padded tail; many chunks
+    for L in (5, 70, 1000):  # sequential (under 3 chunks); whole chunks; chunks and a leftover tail
         a = torch.rand(L, 3, 2, generator=g, dtype=torch.float64)
         x = torch.randn(L, 3, 2, generator=g, dtype=torch.float64)
         h, hs = torch.zeros(3, 2, dtype=torch.float64), []

@@ -183,34 +183,6 @@ def _reverse_scan_(a: Tensor, g: Tensor) -> Tensor:
     return g
 
 
-class _LinearScan(torch.autograd.Function):
-    """``h = scan(a, x)``, ``h[t] = a[t] h[t-1] + x[t]`` along dim 0; the backward is the same scan in reverse:
-    ``g[t] = dL/dh[t] + a[t+1] g[t+1]``, ``dL/dx = g``, ``dL/da[t] = g[t] h[t-1]``."""
-
-    @staticmethod
-    def forward(ctx, a: Tensor, x: Tensor) -> Tensor:
-        L = x.shape[0]
-        a = a.contiguous()
-        h = _scan_(a.view(L, -1), x.reshape(L, -1).clone()).view(x.shape)
-        ctx.save_for_backward(a, h)
-        return h
-
-    @staticmethod
-    def backward(ctx, gh: Tensor):
-        a, h = ctx.saved_tensors
-        L = a.shape[0]
-        g = _reverse_scan_(a.view(L, -1), gh.reshape(L, -1).clone()).view(a.shape)
-        ga = torch.empty_like(g)
-        ga[0] = 0
-        torch.mul(g[1:], h[:-1], out=ga[1:])
-        return ga, g
-
-
-def linear_scan(a: Tensor, x: Tensor) -> Tensor:
-    """Solution of ``h[t] = a[t] h[t-1] + x[t]`` (``h[-1] = 0``) along dim 0 (time-major), with autograd."""
-    return _LinearScan.apply(a, x)
-
-
 # ---------------------------------------------------------------- the fast selective scan
 # Layout: time-major, state before batch and channel: ``[L, N, B, D]``. Every time step is one contiguous block
 # (for the scan), and every elementwise op runs over a contiguous innermost ``D`` (so it vectorises; an innermost
