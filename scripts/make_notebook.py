@@ -30,7 +30,7 @@ Parameters (environment variables, all optional):
 | `DEAM_NB_CONFIG` | `configs/demo.yaml` | training config |
 | `DEAM_NB_MODEL` | `mambavision_audio` | registered model name |
 | `DEAM_NB_EPOCHS` | 3 | training epochs |
-| `DEAM_NB_OVERRIDES` | empty | extra `key=value` config overrides, space-separated |
+| `DEAM_NB_OVERRIDES` | empty | extra `key=value` config overrides, space-separated (applied last; the notebook sets `optim.ema_decay=0` before them) |
 | `DEAM_NB_WORKDIR` | `notebook_out` | where corpus, cache and run go |"""),
     ("code", """import os
 import time
@@ -76,8 +76,10 @@ default). `LogMel` computes exactly librosa's log-mel in torch. Below: the first
     ("code", """from deam_mamba.config import load_config
 from deam_mamba.features import LogMel
 
+# optim.ema_decay=0: the demo config's weight average (0.99) spans ~100 steps, more than a few short
+# epochs here have, so the notebook trains raw weights; DEAM_NB_OVERRIDES="optim.ema_decay=0.99" puts it back
 cfg = load_config(CONFIG, [f"data.root={root}", f"data.cache={WORK / 'cache'}", f"model.name={MODEL}",
-                           f"train.epochs={EPOCHS}", *EXTRA])
+                           f"train.epochs={EPOCHS}", "optim.ema_decay=0", *EXTRA])
 fc = cfg.features
 sid = handler.ids[0]
 wave = handler.load_wave(sid, target_sr=fc.sample_rate)  # [1, T] float32
