@@ -26,6 +26,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from deam_mamba import metrics as M  # noqa: E402
+from deam_mamba.runtime import tune_malloc  # noqa: E402
+
+MALLOC_TUNED = tune_malloc()  # before any tensor work: glibc keeps freed memory (DEAM_MAMBA_MALLOC_TUNE=0: off)
 
 FUNCS = {"mse": M.mse, "rmse": M.rmse, "mae": M.mae, "pearson_r": M.pearson_r, "ccc": M.ccc, "r2": M.r2}
 
@@ -76,6 +79,7 @@ def main() -> int:
            "note": "medians over interleaved rounds on a shared 2-core machine; compare ratios, not seconds",
            "results": results}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    out["malloc_tuned"] = MALLOC_TUNED
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
     print(f"wrote {args.out}")
     return 0
