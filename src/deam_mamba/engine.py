@@ -4,9 +4,9 @@
 and its split, build (or reuse) the feature cache, take normalisation statistics from the
 training split only, then loops epochs of AdamW steps over shuffled chunks
 (warm-up + cosine :func:`deam_mamba.schedule.lr_at`, gradient clipping, optional bf16 autocast on
-CUDA, optional weight averaging ``optim.ema_decay`` whose average is what is validated and saved), validates at song level after each epoch (mean over chunks), keeps ``best``/``last``
-checkpoints and stops early when the validation CCC stalls. With ``model.pooling: attention`` it
-then fits the attention-pooling head on the frozen ``best`` backbone (:mod:`deam_mamba.pooling`);
+CUDA, optional weight averaging ``optim.ema_decay`` whose average is what is validated and saved),
+validates at song level after each epoch (mean over chunks), keeps ``best``/``last`` checkpoints
+and stops early when the validation CCC stalls. With ``model.pooling: attention`` it then fits the attention-pooling head on the frozen ``best`` backbone (:mod:`deam_mamba.pooling`);
 the chunk loop, and so exact resume, is the same either way.
 
 Scales (never mixed): static targets are song means on 1-9, trained as ``(y - 5) / 4`` and mapped
@@ -386,7 +386,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, argv: list[str] | None, inf
             if done:
                 break
         # end of epoch (or of max_steps): validate, early-stop bookkeeping, checkpoint, log
-        sync_buffers(info, model)
+        sync_buffers(info, eval_model)  # the validated model: with EMA its BatchNorm statistics are averaged per rank
         metrics = validate(cfg, eval_model, cache, splits["val"], norm, device)
         score = metrics[metric_name]
         improved = st["best"] is None or (math.isfinite(score) and score > st["best"] + t.min_delta)
