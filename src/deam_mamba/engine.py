@@ -7,7 +7,8 @@ training split only, then loops epochs of AdamW steps over shuffled chunks
 CUDA, optional weight averaging ``optim.ema_decay`` whose average is what is validated and saved),
 validates at song level after each epoch (mean over chunks), keeps ``best``/``last`` checkpoints
 and stops early when the validation CCC stalls. With ``model.pooling: attention`` it then fits
-the attention-pooling head on the frozen ``best`` backbone (:mod:`deam_mamba.pooling`); the chunk loop, and so exact resume, is the same either way.
+the attention-pooling head on the frozen ``best`` backbone (:mod:`deam_mamba.pooling`); the chunk
+loop, and so exact resume, is the same either way.
 
 Scales (never mixed): static targets are song means on 1-9, trained as ``(y - 5) / 4`` and mapped
 back before any metric (names end in ``_1to9``); dynamic targets are DEAM's 2 Hz annotations on
