@@ -167,3 +167,45 @@ def test_mp3_frame_walk_matches_decoded_length(files, tmp_path):
     body = files[("mp3", 44100, 2)].read_bytes()
     tagged.write_bytes(b"ID3\x04\x00\x00\x00\x00\x00\x14" + b"\x00" * 20 + body + b"TAG" + b"\x00" * 125)
     assert mp3_stream_samples(tagged) == mp3_stream_samples(files[("mp3", 44100, 2)])
+
+
+def _lame_without_info(path: Path, sr: int, seconds: float, channels: int = 1, kbps: int = 40) -> Path:
+    """A LAME CBR stream with no Xing/Info frame: its header length is an estimate, like real 4Q clips."""
+    import lameenc
+
+    enc = lameenc.Encoder()
+    enc.set_bit_rate(kbps)
+    enc.set_in_sample_rate(sr)
+    enc.set_channels(channels)
+    enc.set_quality(2)
+    pcm = (tone(sr, channels, seconds) * 32767).astype(np.int16)
+    data = bytes(enc.encode(pcm.T.copy().tobytes()) + enc.flush())
+    assert b"Xing" not in data[:2000] and b"Info" not in data[:2000]
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize("sr,channels,kbps", [(22050, 1, 40), (22050, 2, 64), (44100, 1, 64)])
+def test_estimated_header_length_decodes(tmp_path, sr, channels, kbps):
+    """MPEG-2 (22.05/16 kHz) and MPEG-1 streams without an Info frame promise a little more than they
+    hold: they decode (as librosa does) instead of being refused as truncated."""
+    p = _lame_without_info(tmp_path / f"noinfo_{sr}_{channels}.mp3", sr, 6.0, channels, kbps)
+    promised = sf.info(str(p)).frames
+    with sf.SoundFile(str(p)) as f:
+        held = f.read(dtype="float32").shape[0]
+    assert held < promised  # the property that used to be refused (as every 4Q clip, 0.47 % short)
+    assert sf.info(str(p)).samplerate == sr
+    ours = load_audio(p, target_sr=None)
+    assert ours.shape == (1, held)
+    assert abs(ours.shape[1] / sr - 6.0) < 0.2
+
+
+def test_really_truncated_estimated_header_still_refused(tmp_path):
+    """Half of a Xing-tagged MP3 is an interrupted download: still an error naming the file."""
+    good = write_audio(tmp_path / "good.mp3", 22050, 1, seconds=6.0)
+    data = good.read_bytes()
+    bad = tmp_path / "half.mp3"
+    bad.write_bytes(data[: len(data) // 2])
+    with pytest.raises(AudioDecodeError, match="truncated") as ei:
+        load_audio(bad)
+    assert "half.mp3" in str(ei.value)
