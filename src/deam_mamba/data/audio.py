@@ -49,7 +49,7 @@ def _sf_reason(exc: Exception) -> str:
 # frames than its stream holds (measured: all 726 MP3s under ../shared/real/4q fall short by 0.468-0.469 %;
 # asc-music 6 412 934 promised, 6 407 424 decoded = 0.086 %). A file really cut short (an interrupted
 # download) misses a large share. So a shortfall up to 2 % of the promise plus 2 MP3 frames (encoder
-# delay/padding) is an estimated header, and anything more is truncation.
+# delay/padding) is an estimated header, and anything more is truncation. Other formats get no slack.
 HEADER_ESTIMATE_TOLERANCE = 0.02
 HEADER_ESTIMATE_SLACK_FRAMES = 2 * 1152
 
@@ -61,7 +61,9 @@ def _check_truncated(f: sf.SoundFile, decoded: int, wanted: int, path: Path) -> 
     the file decodes to what its stream holds.
     """
     promised = min(wanted, f.frames)
-    if promised - decoded > HEADER_ESTIMATE_TOLERANCE * promised + HEADER_ESTIMATE_SLACK_FRAMES:
+    # only MP3 headers estimate their length; any shortfall of WAV/FLAC/AIFF/OGG is damage
+    slack = HEADER_ESTIMATE_TOLERANCE * promised + HEADER_ESTIMATE_SLACK_FRAMES if f.format == "MP3" else 0
+    if promised - decoded > slack:
         raise AudioDecodeError(path, f"truncated: header promises {promised} frames, only {decoded} decoded "
                                      f"({decoded / max(f.samplerate, 1):.2f} s); re-download the file")
     log = f.extra_info or ""
