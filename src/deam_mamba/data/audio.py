@@ -213,12 +213,12 @@ def mp3_stream_samples(path: str | Path) -> int | None:
 def mp3_length_problem(path: str | Path, header_frames: int) -> str | None:
     """Why an MP3's header length (what libsndfile decodes) disagrees with its frames, or ``None``.
 
-    Tolerance: 2 frames (encoder delay/padding) + 0.5 %.
+    Tolerance: :data:`HEADER_ESTIMATE_SLACK_FRAMES` (encoder delay/padding) + 0.5 %.
     """
     stream = mp3_stream_samples(path)
     if stream is None:
         return None
-    tol = 2304 + stream // 200
+    tol = HEADER_ESTIMATE_SLACK_FRAMES + stream // 200
     if header_frames > stream + tol:
         return f"truncated: header promises {header_frames} frames, the MP3 frames hold {stream}"
     if header_frames < stream - tol:
