@@ -22,8 +22,8 @@ import numpy as np
 import soundfile as sf
 
 from deam_mamba.data.audio import load_audio
-from deam_mamba.io import atomic_write_json
-from deam_mamba.runtime import tune_malloc
+from deam_mamba.core.io import atomic_write_json
+from deam_mamba.core.runtime import tune_malloc
 
 MALLOC_TUNED = tune_malloc()  # before any tensor work: glibc keeps freed memory (DEAM_MAMBA_MALLOC_TUNE=0: off)
 

@@ -39,7 +39,7 @@ from deam_mamba.data.chunks import ChunkDataset, chunk_starts  # noqa: E402
 from deam_mamba.data.deam import DEAMHandler  # noqa: E402
 from deam_mamba.data.synth import synthesize  # noqa: E402
 from deam_mamba.features import FeatureConfig, LogMel  # noqa: E402
-from deam_mamba.runtime import tune_malloc  # noqa: E402
+from deam_mamba.core.runtime import tune_malloc  # noqa: E402
 
 MALLOC_TUNED = tune_malloc()  # before any tensor work: glibc keeps freed memory (DEAM_MAMBA_MALLOC_TUNE=0: off)
 

@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from deam_mamba.features import FeatureConfig, LogMel  # noqa: E402
-from deam_mamba.runtime import tune_malloc  # noqa: E402
+from deam_mamba.core.runtime import tune_malloc  # noqa: E402
 
 MALLOC_TUNED = tune_malloc()  # before any tensor work: glibc keeps freed memory (DEAM_MAMBA_MALLOC_TUNE=0: off)
 

@@ -26,7 +26,7 @@ from deam_mamba.data.audio import load_audio
 from deam_mamba.features import FeatureConfig
 from deam_mamba.inference import Predictor, chunk_layout
 from deam_mamba.models import create_model
-from deam_mamba.runtime import tune_malloc
+from deam_mamba.core.runtime import tune_malloc
 
 MALLOC_TUNED = tune_malloc()  # before any tensor work: glibc keeps freed memory (DEAM_MAMBA_MALLOC_TUNE=0: off)
 

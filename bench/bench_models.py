@@ -20,7 +20,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from deam_mamba.models import create_model
-from deam_mamba.runtime import tune_malloc
+from deam_mamba.core.runtime import tune_malloc
 
 MALLOC_TUNED = tune_malloc()  # before any tensor work: glibc keeps freed memory (DEAM_MAMBA_MALLOC_TUNE=0: off)
 

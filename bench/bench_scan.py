@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from deam_mamba.models.scan import selective_scan_fast, selective_scan_ref
-from deam_mamba.runtime import tune_malloc
+from deam_mamba.core.runtime import tune_malloc
 
 MALLOC_TUNED = tune_malloc()  # before any tensor work: glibc keeps freed memory (DEAM_MAMBA_MALLOC_TUNE=0: off)
 

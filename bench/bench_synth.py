@@ -27,8 +27,8 @@ from deam_mamba.data import mp3
 from deam_mamba.data.music import hidden_trajectory, render_song
 from deam_mamba.data.synth import _centres, _song_rng, synthesize
 from deam_mamba.data.synth_check import corpus_features, learnability
-from deam_mamba.io import atomic_write_json
-from deam_mamba.runtime import tune_malloc
+from deam_mamba.core.io import atomic_write_json
+from deam_mamba.core.runtime import tune_malloc
 
 MALLOC_TUNED = tune_malloc()  # before any tensor work: glibc keeps freed memory (DEAM_MAMBA_MALLOC_TUNE=0: off)
 

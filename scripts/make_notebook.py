@@ -40,9 +40,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from deam_mamba.runtime import tune_malloc
+from deam_mamba.core.runtime import tune_malloc
 
-tune_malloc()  # glibc keeps freed memory: ~1.5x faster CPU training steps here (see deam_mamba.runtime)
+tune_malloc()  # glibc keeps freed memory: ~1.5x faster CPU training steps here (see deam_mamba.core.runtime)
 WORK = Path(os.environ.get("DEAM_NB_WORKDIR", "notebook_out")).absolute()
 SONGS = int(os.environ.get("DEAM_NB_SONGS", "60"))
 SECONDS = float(os.environ.get("DEAM_NB_SECONDS", "45"))

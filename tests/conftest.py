@@ -8,7 +8,7 @@ import pytest
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
-from deam_mamba.runtime import tune_malloc  # noqa: E402
+from deam_mamba.core.runtime import tune_malloc  # noqa: E402
 
 tune_malloc()  # as the CLI does: glibc keeps freed memory (faster tensor work; tests/test_runtime.py checks it)
 

@@ -6,7 +6,7 @@ import pytest
 
 from deam_mamba.baselines import (GLOBAL_STAT_NAMES, RidgeBaseline, fit_ridge_on_cache, mel_statistic_names,
                                   mel_statistics)
-from deam_mamba.errors import CacheError, ConfigError, DeamError, LabelError
+from deam_mamba.core.errors import CacheError, ConfigError, DeamError, LabelError
 from deam_mamba.metrics import ccc
 
 N_MELS = 32

@@ -16,7 +16,7 @@ from deam_mamba.cache import FeatureCache, build_cache
 from deam_mamba.cli import main as cli_main
 from deam_mamba.data.audio import load_audio
 from deam_mamba.data.deam import DEAMHandler
-from deam_mamba.errors import CacheError, OutputExistsError, UnknownSongError
+from deam_mamba.core.errors import CacheError, OutputExistsError, UnknownSongError
 from deam_mamba.features import FeatureConfig, LogMel, compute_norm_stats
 
 CORRUPT = PROBLEM_IDS["corrupt_audio"]

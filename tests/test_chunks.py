@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 from deam_mamba.cache import FeatureCache, build_cache
 from deam_mamba.data.chunks import Augment, ChunkDataset, SongBatchSampler, chunk_starts
 from deam_mamba.data.deam import DEAMHandler
-from deam_mamba.errors import ConfigError, UnknownSongError
+from deam_mamba.core.errors import ConfigError, UnknownSongError
 from deam_mamba.features import FeatureConfig, NormStats
 
 

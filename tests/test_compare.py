@@ -8,7 +8,7 @@ import pytest
 from _inference_helpers import TINY_CONFIG, shared_cache, tiny_overrides
 from deam_mamba import cli
 from deam_mamba.compare import run_comparison
-from deam_mamba.errors import ConfigError
+from deam_mamba.core.errors import ConfigError
 
 
 @pytest.mark.slow

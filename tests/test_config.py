@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from deam_mamba.config import Config, OptimConfig, config_from_dict, dump_config, load_config
-from deam_mamba.errors import CheckpointError, ConfigError
+from deam_mamba.core.errors import CheckpointError, ConfigError
 from deam_mamba.schedule import lr_at
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))

@@ -13,7 +13,7 @@ from _deam_tree import GOOD_AUDIO, GOOD_LABELS, PROBLEM_IDS, write_deam_tree
 from deam_mamba.data.audio import load_audio
 from deam_mamba.data.dataset import WaveDataset, fit_length, pad_collate
 from deam_mamba.data.deam import ENV_VAR, DEAMHandler
-from deam_mamba.errors import AudioDecodeError, ConfigError, UnknownSongError
+from deam_mamba.core.errors import AudioDecodeError, ConfigError, UnknownSongError
 
 REPO = Path(__file__).resolve().parents[1]
 

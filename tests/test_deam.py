@@ -14,7 +14,7 @@ from deam_mamba.cli import main as cli_main
 from deam_mamba.data.audio import load_audio
 from deam_mamba.data.deam import (DYNAMIC_SCALE, ENV_VAR, KAGGLE_HANDLE, STATIC_SCALE, DEAMHandler,
                                   resolve_root)
-from deam_mamba.errors import (AudioDecodeError, ConfigError, DatasetLayoutError, DatasetNotFoundError,
+from deam_mamba.core.errors import (AudioDecodeError, ConfigError, DatasetLayoutError, DatasetNotFoundError,
                                OutputExistsError, UnknownSongError)
 
 

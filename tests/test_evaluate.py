@@ -11,7 +11,7 @@ import soundfile as sf
 
 from _inference_helpers import tiny_run
 from deam_mamba import cli
-from deam_mamba.errors import OutputExistsError
+from deam_mamba.core.errors import OutputExistsError
 from deam_mamba.evaluate import evaluate_run, resolve_run_data
 from deam_mamba.metrics import regression_metrics
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from deam_mamba.errors import ConfigError
+from deam_mamba.core.errors import ConfigError
 from deam_mamba.features import FeatureConfig, LogMel, NormStats, compute_norm_stats
 
 librosa = pytest.importorskip("librosa")

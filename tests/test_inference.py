@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from deam_mamba.errors import DeamError, OutputExistsError
+from deam_mamba.core.errors import DeamError, OutputExistsError
 from deam_mamba.features import FeatureConfig, NormStats
 from deam_mamba.inference import (
     DYNAMIC_SCALE, STATIC_SCALE, Predictor, chunk_starts, collect_audio_files, dynamic_curve, make_chunks,

@@ -9,7 +9,7 @@ import torch
 from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 
 from deam_mamba import metrics as M
-from deam_mamba.errors import ConfigError, LabelError
+from deam_mamba.core.errors import ConfigError, LabelError
 
 
 def _lin_ccc(y: np.ndarray, p: np.ndarray) -> float:

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from deam_mamba.errors import CheckpointError, ConfigError
+from deam_mamba.core.errors import CheckpointError, ConfigError
 from deam_mamba.models import create_model, list_models, load_pretrained
 from deam_mamba.models.blocks import attention_block_ids, window_partition, window_reverse
 from deam_mamba.models.pretrained import guess_variant

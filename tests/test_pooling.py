@@ -63,7 +63,7 @@ def test_starts_as_mean_pooling_of_the_backbone_head():
 
 
 def test_non_linear_head_is_refused():
-    from deam_mamba.errors import ConfigError
+    from deam_mamba.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="linear"):
         AttentionPool(4, 2).init_head_from(lambda f: torch.tanh(f[:, :2] * 3))
@@ -179,7 +179,7 @@ def test_evaluate_and_predict_use_the_attention_pool(attn_run, synth_corpus, tmp
 
 
 def test_missing_pool_file_is_a_checkpoint_error(tmp_path):
-    from deam_mamba.errors import CheckpointError
+    from deam_mamba.core.errors import CheckpointError
     from deam_mamba.pooling import load_pool
 
     with pytest.raises(CheckpointError, match="train --resume"):

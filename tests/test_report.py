@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from matplotlib.image import imread
 
-from deam_mamba.errors import DeamError, LabelError
+from deam_mamba.core.errors import DeamError, LabelError
 from deam_mamba.metrics import mediaeval2015_metrics, regression_metrics
 from deam_mamba.report import write_comparison, write_report
 

@@ -1,4 +1,4 @@
-"""deam_mamba.runtime.tune_malloc: glibc keeps freed memory, so re-allocating a big block costs no page faults."""
+"""deam_mamba.core.runtime.tune_malloc: glibc keeps freed memory, so re-allocating a big block costs no page faults."""
 from __future__ import annotations
 
 import json
@@ -12,7 +12,7 @@ import pytest
 _PROBE = r"""
 import json, resource, sys
 import numpy as np
-from deam_mamba.runtime import tune_malloc
+from deam_mamba.core.runtime import tune_malloc
 tuned = tune_malloc() if sys.argv[1] == "tune" else False
 def faults():
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt

@@ -11,7 +11,7 @@ from deam_mamba.cli import main
 from deam_mamba.data import synth
 from deam_mamba.data.audio import load_audio
 from deam_mamba.data.deam import DEAMHandler
-from deam_mamba.errors import ConfigError, OutputExistsError
+from deam_mamba.core.errors import ConfigError, OutputExistsError
 
 ANN = Path("DEAM_Annotations/annotations/annotations averaged per song")
 

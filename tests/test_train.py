@@ -117,7 +117,7 @@ def test_load_run_gives_eval_model_and_norm_stats(static_run, synth_corpus, tmp_
 
 def test_existing_run_is_not_overwritten(static_run):
     from deam_mamba.engine import train
-    from deam_mamba.errors import OutputExistsError
+    from deam_mamba.core.errors import OutputExistsError
 
     cfg, res = static_run
     with pytest.raises(OutputExistsError, match="--resume"):

@@ -13,7 +13,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from .errors import CacheError, ConfigError, DeamError, LabelError
+from deam_mamba.core.errors import CacheError, ConfigError, DeamError, LabelError
 
 log = logging.getLogger(__name__)
 

@@ -34,10 +34,10 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from .errors import CacheError, DeamError, OutputExistsError, UnknownSongError
-from .features import FeatureConfig, NormStats, compute_norm_stats, mel_filters
-from .io import atomic_path, atomic_write_json, atomic_write_text
-from .runtime import release_free_memory
+from deam_mamba.core.errors import CacheError, DeamError, OutputExistsError, UnknownSongError
+from deam_mamba.features import FeatureConfig, NormStats, compute_norm_stats, mel_filters
+from deam_mamba.core.io import atomic_path, atomic_write_json, atomic_write_text
+from deam_mamba.core.runtime import release_free_memory
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def _init_worker(cfg_dict: dict[str, Any], threads: int = 1) -> None:
     """Per worker process: one torch thread (workers are the parallelism), one LogMel module."""
     import torch
 
-    from .features import LogMel
+    from deam_mamba.features import LogMel
 
     torch.set_num_threads(threads)
     cfg = FeatureConfig.from_dict(cfg_dict)
@@ -94,7 +94,7 @@ def _featurise_job(job: tuple[int, str, str]) -> dict[str, Any]:
     """
     import torch
 
-    from .data.audio import load_audio
+    from deam_mamba.data.audio import load_audio
 
     song_id, audio, out = job
     cfg: FeatureConfig = _WORKER["cfg"]
@@ -189,7 +189,7 @@ def build_cache(
     reasons, seconds, songs/s). Raises :class:`CacheError` if a worker process dies; everything
     finished before that is kept.
     """
-    from .data.deam import DEAMHandler
+    from deam_mamba.data.deam import DEAMHandler
 
     cfg = cfg or FeatureConfig()
     handler = data_root_or_handler if hasattr(data_root_or_handler, "audio_path") else DEAMHandler(data_root_or_handler)
@@ -267,7 +267,7 @@ def build_cache(
                 bar.update()
         elif jobs:
             ctx = mp.get_context(mp_context or ("fork" if sys.platform.startswith("linux") else "spawn"))
-            release_free_memory()  # a smaller heap to fork (see deam_mamba.runtime)
+            release_free_memory()  # a smaller heap to fork (see deam_mamba.core.runtime)
             pool = ProcessPoolExecutor(max_workers=min(n_workers, len(jobs)), mp_context=ctx,
                                        initializer=_init_worker, initargs=(cfg.to_dict(),))
             try:

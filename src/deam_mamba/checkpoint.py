@@ -7,7 +7,7 @@ Layout of ``RUN_DIR/checkpoints/``::
     last.json                  pointer to the newest complete pair
     best.json                  pointer to the pair with the best validation metric (+ metrics)
 
-Each file is written atomically (``deam_mamba.io.atomic_path``) and the pointer is written
+Each file is written atomically (``deam_mamba.core.io.atomic_path``) and the pointer is written
 last, so a process killed at any moment (even SIGKILL) leaves the previous pointer on a
 complete pair. Files no pointer refers to are removed after each save.
 """
@@ -24,9 +24,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import Config, config_from_dict, config_to_dict
-from .errors import CheckpointError
-from .io import atomic_path, atomic_write_json
+from deam_mamba.config import Config, config_from_dict, config_to_dict
+from deam_mamba.core.errors import CheckpointError
+from deam_mamba.core.io import atomic_path, atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -234,7 +234,7 @@ def num_outputs(cfg: Config) -> int:
 
 def build_model(cfg: Config) -> nn.Module:
     """The network a run of ``cfg`` trains (output size from the mode)."""
-    from .models import create_model
+    from deam_mamba.models import create_model
 
     kwargs = dict(cfg.model.kwargs)
     kwargs["num_classes"] = num_outputs(cfg)
@@ -247,7 +247,7 @@ def load_run(run_dir: str | Path, which: str = "best", device: str | torch.devic
     ``which`` is ``"best"`` (best validation metric) or ``"last"``. Raises
     :class:`CheckpointError` with an actionable message if the folder is not a finished run.
     """
-    from .features import NormStats
+    from deam_mamba.features import NormStats
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -260,7 +260,7 @@ def load_run(run_dir: str | Path, which: str = "best", device: str | torch.devic
     model.to(device).eval()
     pool = None
     if cfg.model.pooling == "attention":
-        from .pooling import load_pool, pool_path
+        from deam_mamba.pooling import load_pool, pool_path
 
         pool = load_pool(pool_path(run_dir, int(pointer["step"])))[0].to(device)
     return LoadedRun(

@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from .errors import ConfigError, DeamError
-from .runtime import tune_malloc
+from deam_mamba.core.errors import ConfigError, DeamError
+from deam_mamba.core.runtime import tune_malloc
 
 
 # --- subcommands --------------------------------------------------------------------------
@@ -36,7 +36,7 @@ def _cmd_evaluate(sub: argparse._SubParsersAction) -> None:
                    help="also fit the ridge baseline (mel statistics) on the same split and write comparison.md")
 
     def run(a: argparse.Namespace) -> int:
-        from .evaluate import evaluate_run, summary_lines
+        from deam_mamba.evaluate import evaluate_run, summary_lines
 
         if a.ridge and a.split != "test":
             raise ConfigError("--ridge is fitted on the train+val songs: use it with --split test")
@@ -45,7 +45,7 @@ def _cmd_evaluate(sub: argparse._SubParsersAction) -> None:
         print("\n".join(summary_lines(m)))
         print(f"report: {m['paths'].get('report_md', m['paths'])}")
         if a.ridge:
-            from .compare import compare_run_with_ridge, summary_lines as table_lines
+            from deam_mamba.compare import compare_run_with_ridge, summary_lines as table_lines
 
             out = Path(m["paths"]["report_md"]).parent
             rows = compare_run_with_ridge(a.run_dir, m, out, bootstrap=a.bootstrap)
@@ -71,7 +71,7 @@ def _cmd_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu")
 
     def run(a: argparse.Namespace) -> int:
-        from .inference import check_output_path, predict_paths, predictions_to_json, write_predictions
+        from deam_mamba.inference import check_output_path, predict_paths, predictions_to_json, write_predictions
 
         if a.out:
             check_output_path(a.out, force=a.force)  # fail before any work
@@ -107,7 +107,7 @@ def _cmd_compare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="overwrite a non-empty --out folder")
 
     def run(a: argparse.Namespace) -> int:
-        from .compare import run_comparison, summary_lines
+        from deam_mamba.compare import run_comparison, summary_lines
 
         models = [m.strip() for m in a.models.split(",") if m.strip()]
         res = run_comparison(a.config, a.overrides, models=models, out_dir=a.out, force=a.force,
@@ -132,7 +132,7 @@ def _cmd_synth(sub: argparse._SubParsersAction) -> None:
     def run(a: argparse.Namespace) -> int:
         import json
 
-        from .data.synth import synthesize
+        from deam_mamba.data.synth import synthesize
 
         root = synthesize(a.out, songs=a.songs, seconds=a.seconds, full_songs=a.full_songs, seed=a.seed,
                           workers=a.workers, force=a.force)
@@ -158,7 +158,7 @@ def _cmd_info(sub: argparse._SubParsersAction) -> None:
     def run(a: argparse.Namespace) -> int:
         import json
 
-        from .data.deam import DEAMHandler, format_summary
+        from deam_mamba.data.deam import DEAMHandler, format_summary
 
         handler = DEAMHandler(a.data_root)
         if a.check_audio:
@@ -189,7 +189,7 @@ def _cmd_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--run-dir", help="exact folder for a new run (default: RUNS_DIR/<config>-<time>)")
 
     def run(args: argparse.Namespace) -> int:
-        from .runlog import start_training
+        from deam_mamba.runlog import start_training
 
         res = start_training(args.config, args.overrides, resume=args.resume, out=args.out,
                              run_dir=args.run_dir, argv=sys.argv)
@@ -223,8 +223,8 @@ def _cmd_prepare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true")
 
     def run(a: argparse.Namespace) -> int:
-        from .cache import build_cache
-        from .features import FeatureConfig
+        from deam_mamba.cache import build_cache
+        from deam_mamba.features import FeatureConfig
 
         cfg = FeatureConfig(n_mels=a.n_mels, fmax=a.fmax, top_db=a.top_db or None)
         s = build_cache(a.data, a.cache, cfg, workers=a.workers, progress=not a.no_progress, force=a.force,
@@ -270,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    tune_malloc()  # before any tensor work (see deam_mamba.runtime; DEAM_MAMBA_MALLOC_TUNE=0 turns it off)
+    tune_malloc()  # before any tensor work (see deam_mamba.core.runtime; DEAM_MAMBA_MALLOC_TUNE=0 turns it off)
     try:
         return int(args.func(args) or 0)
     except DeamError as exc:

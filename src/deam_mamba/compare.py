@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .errors import ConfigError, DeamError, OutputExistsError
+from deam_mamba.core.errors import ConfigError, DeamError, OutputExistsError
 
 log = logging.getLogger(__name__)
 
@@ -43,16 +43,16 @@ def _metric_row(name: str, kind: str, params: int | None, train_s: float, metric
 
 def _train(cfg: Any, run_dir: Path) -> Any:
     """Train one run through the engine (the same call ``deam-mamba train`` makes)."""
-    from .engine import train
+    from deam_mamba.engine import train
 
     return train(cfg, run_dir)
 
 
 def ridge_row(cfg: Any, bootstrap: int = 1000, seed: int = 0) -> dict[str, Any]:
     """Fit the ridge baseline on the run's cache and split (train + val songs), score the test songs."""
-    from .baselines import fit_ridge_on_cache
-    from .evaluate import resolve_run_data, static_truth
-    from .metrics import regression_metrics
+    from deam_mamba.baselines import fit_ridge_on_cache
+    from deam_mamba.evaluate import resolve_run_data, static_truth
+    from deam_mamba.metrics import regression_metrics
 
     data = resolve_run_data(cfg)
     train_ids = sorted(data.splits.get("train", []) + data.splits.get("val", []))
@@ -75,10 +75,10 @@ def run_comparison(config: str | Path, overrides: Sequence[str] = (), models: Se
     Runs go to ``out_dir/runs/<model>`` (each with its ``eval/`` report). An ``out_dir`` that already
     holds a comparison is refused unless ``force``. Returns ``{"rows": [...], "paths": {...}}``.
     """
-    from .config import load_config
-    from .evaluate import evaluate_run
-    from .models import list_models
-    from .report import write_comparison
+    from deam_mamba.config import load_config
+    from deam_mamba.evaluate import evaluate_run
+    from deam_mamba.models import list_models
+    from deam_mamba.report import write_comparison
 
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()) and not force:
@@ -106,7 +106,7 @@ def run_comparison(config: str | Path, overrides: Sequence[str] = (), models: Se
         _train(cfg, run_dir)
         train_s = time.perf_counter() - t0
         m = evaluate_run(run_dir, split="test", bootstrap=bootstrap, progress=progress)
-        from .checkpoint import load_run
+        from deam_mamba.checkpoint import load_run
 
         params = _param_count(load_run(run_dir, which="best").model)
         rows.append(_metric_row(name, "deep", params, train_s, m["static"]))
@@ -125,8 +125,8 @@ def compare_run_with_ridge(run_dir: str | Path, metrics: dict, out_dir: str | Pa
     """
     import json
 
-    from .checkpoint import load_run
-    from .report import write_comparison
+    from deam_mamba.checkpoint import load_run
+    from deam_mamba.report import write_comparison
 
     run = load_run(run_dir, which=metrics.get("checkpoint", "best"))
     if run.mode != "static" or "static" not in metrics:

@@ -17,8 +17,8 @@ from typing import Any, Literal
 
 import yaml
 
-from .errors import ConfigError
-from .features import FeatureConfig
+from deam_mamba.core.errors import ConfigError
+from deam_mamba.features import FeatureConfig
 
 MODES = ("static", "dynamic")
 POOLINGS = ("mean", "attention")
@@ -383,6 +383,6 @@ def dump_config(cfg: Config) -> str:
 
 def save_config(cfg: Config, path: str | Path) -> None:
     """Write ``dump_config(cfg)`` atomically."""
-    from .io import atomic_write_text
+    from deam_mamba.core.io import atomic_write_text
 
     atomic_write_text(path, dump_config(cfg))

@@ -28,14 +28,14 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from . import checkpoint as ck
-from .config import Config
-from .distributed import (DistInfo, ResumableSampler, barrier, broadcast_flag, cleanup, init_distributed,
+from deam_mamba import checkpoint as ck
+from deam_mamba.config import Config
+from deam_mamba.core.distributed import (DistInfo, ResumableSampler, barrier, broadcast_flag, cleanup, init_distributed,
                           mean_over_ranks, sync_buffers)
-from .errors import ConfigError
-from .runlog import RunLog
-from .schedule import lr_at
-from .seed import seed_everything
+from deam_mamba.core.errors import ConfigError
+from deam_mamba.runlog import RunLog
+from deam_mamba.schedule import lr_at
+from deam_mamba.core.seed import seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -75,9 +75,9 @@ def open_data(cfg: Config, info: DistInfo | None = None, build: bool = True):
     keys its folders by :meth:`FeatureConfig.key`) or lacking songs of the dataset (songs that
     could not be decoded at prepare time are not retried); other ranks wait. Split ids absent from the cache are dropped with a warning.
     """
-    from .cache import FeatureCache, build_cache
-    from .data.deam import DEAMHandler
-    from .errors import CacheError
+    from deam_mamba.cache import FeatureCache, build_cache
+    from deam_mamba.data.deam import DEAMHandler
+    from deam_mamba.core.errors import CacheError
 
     info = info or DistInfo()
     handler = DEAMHandler(cfg.data.root)
@@ -116,7 +116,7 @@ def _filter_splits(splits: dict[str, list[int]], cache: Any) -> dict[str, list[i
 
 def split_ids(config: Config, cache: Any) -> dict[str, list[int]]:
     """The train/val/test song ids a run of ``config`` used (restricted to songs in ``cache``)."""
-    from .data.deam import DEAMHandler
+    from deam_mamba.data.deam import DEAMHandler
 
     splits = DEAMHandler(config.data.root).split(config.data.split, seed=config.data.split_seed)
     return _filter_splits(splits, cache)
@@ -125,7 +125,7 @@ def split_ids(config: Config, cache: Any) -> dict[str, list[int]]:
 def make_datasets(cfg: Config, cache: Any, splits: dict[str, list[int]]):
     """``(train_ds, norm)``: the training chunk dataset, normalised with statistics of the training
     split only (validation runs song by song, see :func:`validate`)."""
-    from .data.chunks import Augment, ChunkDataset
+    from deam_mamba.data.chunks import Augment, ChunkDataset
 
     if not splits["train"]:
         raise ConfigError("the training split is empty: check data.root / data.split")
@@ -145,7 +145,7 @@ def make_datasets(cfg: Config, cache: Any, splits: dict[str, list[int]]):
 
 def compute_loss(cfg: Config, out: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Weighted MSE + (1 - CCC) on the training scale (static: ``(y-5)/4``; dynamic: [-1, 1])."""
-    from .metrics import ccc_loss, masked_mse
+    from deam_mamba.metrics import ccc_loss, masked_mse
 
     w_mse, w_ccc = cfg.loss.weights()
     out = out.float()
@@ -178,8 +178,8 @@ def validate(cfg: Config, model: nn.Module, cache: Any, ids: list[int], norm: An
     dynamic: the predicted 2 Hz curve at every annotated time on [-1, 1] (pooled CCC and RMSE over
     all points, and the MediaEval-style per-song RMSE averaged over songs).
     """
-    from .evaluate import dynamic_truth, static_truth
-    from .inference import Predictor, run_chunking
+    from deam_mamba.evaluate import dynamic_truth, static_truth
+    from deam_mamba.inference import Predictor, run_chunking
 
     chunk_s, hop_s = run_chunking(cfg)
     pred = Predictor(model, cfg.features, norm, mode=cfg.mode, chunk_seconds=chunk_s, hop_seconds=hop_s,
@@ -204,7 +204,7 @@ def validate(cfg: Config, model: nn.Module, cache: Any, ids: list[int], norm: An
                 guess.append(p)
                 song_rmse.append(np.sqrt(np.mean((y - p) ** 2, axis=0)))
     model.train()
-    from .metrics import ccc, pearson_r, rmse
+    from deam_mamba.metrics import ccc, pearson_r, rmse
 
     if cfg.mode == "static":
         y, p, sfx = np.asarray(truth, np.float64), np.asarray(guess, np.float64), "1to9"
@@ -279,7 +279,7 @@ class TrainResult:
 
 def train(cfg: Config, run_dir: str | Path, resume: bool = False, argv: list[str] | None = None) -> TrainResult:
     """Train ``cfg`` into ``run_dir`` (resuming from its ``last`` checkpoint when ``resume``)."""
-    from .errors import OutputExistsError
+    from deam_mamba.core.errors import OutputExistsError
 
     run_dir = Path(run_dir)
     if not resume and (run_dir / "config.yaml").exists():
@@ -416,7 +416,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, argv: list[str] | None, inf
                      metric_name, score, " (best)" if improved else "")
     pool_info = None
     if cfg.model.pooling == "attention" and info.is_main and st["best_step"] >= 0:
-        from .pooling import fit_for_run  # the song-level head, on the frozen best backbone
+        from deam_mamba.pooling import fit_for_run  # the song-level head, on the frozen best backbone
 
         pool_info = fit_for_run(cfg, run_dir, cache, splits, norm, device)
     best = _best_row(st)

@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import ConfigError, DeamError, OutputExistsError
-from .inference import DYNAMIC_SCALE, STATIC_SCALE, Predictor, SongPrediction, _get, run_chunking
+from deam_mamba.core.errors import ConfigError, DeamError, OutputExistsError
+from deam_mamba.inference import DYNAMIC_SCALE, STATIC_SCALE, Predictor, SongPrediction, _get, run_chunking
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def resolve_run_data(config: Any, build: bool = True) -> SplitData:
     the cache is rebuilt (only what is missing or stale) if it was moved or deleted since training.
     Split ids the cache lacks (skipped at prepare time) are logged there, not hidden.
     """
-    from .engine import open_data
+    from deam_mamba.engine import open_data
 
     data = _get(config, "data", None)
     if not _get(data, "cache", None):
@@ -91,7 +91,7 @@ def compute_metrics(mode: str, cache: Any, preds: dict[int, SongPrediction], boo
     """``(metrics, predictions table, dynamic curves)`` for the songs in ``preds``."""
     import pandas as pd
 
-    from .metrics import mediaeval2015_metrics, regression_metrics
+    from deam_mamba.metrics import mediaeval2015_metrics, regression_metrics
 
     ids = sorted(preds)
     if not ids:
@@ -158,8 +158,8 @@ def evaluate_run(run_dir: str | Path, split: str = "test", out_dir: str | Path |
     The default folder inside the run is rewritten on each call; an explicit ``out_dir`` that already
     holds files is refused unless ``force``. Returns the metrics dict (with ``paths`` added).
     """
-    from .checkpoint import load_run
-    from .report import write_report
+    from deam_mamba.checkpoint import load_run
+    from deam_mamba.report import write_report
 
     run_dir = Path(run_dir)
     if split not in SPLITS:
@@ -184,7 +184,7 @@ def evaluate_run(run_dir: str | Path, split: str = "test", out_dir: str | Path |
     history = run_dir / "log.csv"
     paths = write_report(out, metrics, table, history_csv=history if history.exists() else None,
                          dynamic_curves=shown or None)
-    from .io import atomic_write_text
+    from deam_mamba.core.io import atomic_write_text
 
     pred_csv = out / "predictions.csv"
     atomic_write_text(pred_csv, table.to_csv(index=False))

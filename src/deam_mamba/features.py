@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import ConfigError
+from deam_mamba.core.errors import ConfigError
 
 #: Bump when the computation changes in a way that changes stored features (invalidates caches).
 FEATURE_VERSION = 1

@@ -31,10 +31,10 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import torch
 
-from .data.audio import AUDIO_EXTENSIONS, load_audio
-from .data.chunks import chunk_starts  # one chunking rule for training, evaluation and prediction
-from .errors import AudioDecodeError, DeamError, OutputExistsError
-from .io import atomic_write_text
+from deam_mamba.data.audio import AUDIO_EXTENSIONS, load_audio
+from deam_mamba.data.chunks import chunk_starts  # one chunking rule for training, evaluation and prediction
+from deam_mamba.core.errors import AudioDecodeError, DeamError, OutputExistsError
+from deam_mamba.core.io import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +140,7 @@ class Predictor:
     def __init__(self, model: torch.nn.Module, feature_config: Any, norm: Any = None, mode: str = "static",
                  chunk_seconds: float = 5.0, hop_seconds: float | None = None, device: str | torch.device = "cpu",
                  batch_size: int = 16, pool: torch.nn.Module | None = None):
-        from .features import LogMel
+        from deam_mamba.features import LogMel
 
         if mode not in ("static", "dynamic"):
             raise DeamError(f"unknown run mode {mode!r}: expected 'static' or 'dynamic'")
@@ -172,7 +172,7 @@ class Predictor:
     def from_run(cls, run_dir: str | Path, which: str = "best", device: str = "cpu", batch_size: int = 16,
                  hop_seconds: float | None = None) -> "Predictor":
         """Load ``run_dir`` with :func:`deam_mamba.checkpoint.load_run` and build the predictor."""
-        from .checkpoint import load_run
+        from deam_mamba.checkpoint import load_run
 
         run = load_run(run_dir, which=which, device=device)
         chunk_s, hop_s = run_chunking(run.config)

@@ -26,7 +26,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from .errors import ConfigError, LabelError
+from deam_mamba.core.errors import ConfigError, LabelError
 
 __all__ = [
     "METRIC_NAMES", "SCALES", "mse", "rmse", "mae", "pearson_r", "ccc", "r2", "bootstrap_ci",

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import CheckpointError, ConfigError
+from deam_mamba.core.errors import CheckpointError, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def pad_bags(bags: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _ccc_np(y: np.ndarray, p: np.ndarray) -> float:
-    from .metrics import ccc
+    from deam_mamba.metrics import ccc
 
     return float(np.asarray(ccc(y, p), dtype=np.float64))
 
@@ -103,7 +103,7 @@ def fit_attention_pool(train: tuple[list[torch.Tensor], torch.Tensor], val: tupl
     pool (eval mode) and the history ``[{epoch, train_loss, val_ccc_valence, val_ccc_arousal,
     val_ccc_mean}]``; epoch 0 is the untrained pool (= mean pooling).
     """
-    from .metrics import ccc_loss, masked_mse
+    from deam_mamba.metrics import ccc_loss, masked_mse
 
     gen_state = torch.get_rng_state()
     torch.manual_seed(seed)
@@ -161,7 +161,7 @@ def song_bags(predictor: Any, cache: Any, ids: Sequence[int]) -> list[torch.Tens
 
 
 def pool_path(run_dir: str | Path, step: int) -> Path:
-    from .checkpoint import CKPT_DIR
+    from deam_mamba.checkpoint import CKPT_DIR
 
     return Path(run_dir) / CKPT_DIR / f"pool_step{step:08d}.safetensors"
 
@@ -170,7 +170,7 @@ def save_pool(path: Path, pool: AttentionPool, meta: dict[str, Any]) -> None:
     """Atomically write the pool's tensors and JSON metadata (``dim``, ``hidden``, metrics...)."""
     from safetensors.torch import save_file
 
-    from .io import atomic_path
+    from deam_mamba.core.io import atomic_path
 
     info = {"format": POOL_FORMAT, "dim": pool.dim, "num_outputs": pool.num_outputs, "hidden": pool.hidden, **meta}
     tensors = {k: v.detach().cpu().contiguous() for k, v in pool.state_dict().items()}
@@ -205,9 +205,9 @@ def fit_for_run(cfg: Any, run_dir: str | Path, cache: Any, splits: dict[str, lis
     Returns the pool's summary: backbone step, validation CCCs with mean pooling (epoch 0) and with the
     selected attention pool, and the selected epoch. Also written to ``RUN_DIR/pooling.json``.
     """
-    from . import checkpoint as ck
-    from .inference import Predictor, run_chunking
-    from .io import atomic_write_json
+    from deam_mamba import checkpoint as ck
+    from deam_mamba.inference import Predictor, run_chunking
+    from deam_mamba.core.io import atomic_write_json
 
     if cfg.mode != "static":
         raise ConfigError("model.pooling=attention is for static runs (song-level targets)")
@@ -223,8 +223,8 @@ def fit_for_run(cfg: Any, run_dir: str | Path, cache: Any, splits: dict[str, lis
     chunk_s, hop_s = run_chunking(cfg)
     pred = Predictor(model, cfg.features, norm, mode="static", chunk_seconds=chunk_s, hop_seconds=hop_s,
                      device=device, batch_size=cfg.train.eval_batch_size)
-    from .engine import normalise_static
-    from .evaluate import static_truth
+    from deam_mamba.engine import normalise_static
+    from deam_mamba.evaluate import static_truth
 
     def data(ids: list[int]) -> tuple[list[torch.Tensor], torch.Tensor]:
         y = torch.tensor([static_truth(cache, i) for i in ids], dtype=torch.float32)

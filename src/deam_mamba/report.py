@@ -13,9 +13,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .errors import DeamError, LabelError
-from .io import atomic_path, atomic_write_json, atomic_write_text
-from .metrics import METRIC_NAMES, SCALES, ccc, pearson_r, rmse
+from deam_mamba.core.errors import DeamError, LabelError
+from deam_mamba.core.io import atomic_path, atomic_write_json, atomic_write_text
+from deam_mamba.metrics import METRIC_NAMES, SCALES, ccc, pearson_r, rmse
 
 log = logging.getLogger(__name__)
 

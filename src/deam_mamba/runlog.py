@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .config import Config, dump_config
-from .io import atomic_write_json, atomic_write_text
+from deam_mamba.config import Config, dump_config
+from deam_mamba.core.io import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -124,9 +124,9 @@ def start_training(config: str | Path | None, overrides: list[str], resume: str 
     * otherwise ``config`` (YAML) + ``overrides``; the run goes to ``run_dir`` or to a new folder
       ``out/<config name>-<UTC time>``. An existing run folder is never overwritten.
     """
-    from .config import apply_overrides, config_from_dict, load_config
-    from .engine import train
-    from .errors import ConfigError
+    from deam_mamba.config import apply_overrides, config_from_dict, load_config
+    from deam_mamba.engine import train
+    from deam_mamba.core.errors import ConfigError
 
     if resume is not None:
         rd = Path(resume)

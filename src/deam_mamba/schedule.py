@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 
-from .config import OptimConfig
+from deam_mamba.config import OptimConfig
 
 
 def lr_at(step: int, cfg: OptimConfig, total_steps: int) -> float:

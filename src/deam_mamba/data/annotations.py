@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DatasetLayoutError
-from .audio import AUDIO_EXTENSIONS
+from deam_mamba.core.errors import DatasetLayoutError
+from deam_mamba.data.audio import AUDIO_EXTENSIONS
 
 STATIC_SCALE: tuple[float, float] = (1.0, 9.0)
 DYNAMIC_SCALE: tuple[float, float] = (-1.0, 1.0)

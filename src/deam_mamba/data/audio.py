@@ -3,7 +3,7 @@
 soundfile (libsndfile) decodes, soxr resamples (HQ, as ``librosa.load`` does), so the
 samples equal ``librosa.load(path, sr=target_sr, mono=True)`` (measured: bench/bench_audio.py,
 tests/test_audio.py). Safe to call from worker processes (no global state). Every failure —
-missing, empty, truncated or corrupt file — is an :class:`~deam_mamba.errors.AudioDecodeError`.
+missing, empty, truncated or corrupt file — is an :class:`~deam_mamba.core.errors.AudioDecodeError`.
 
 Range: samples are nominally in [-1, 1] but are NOT clipped by default: loud MP3s decode (and
 resampling rings) slightly past ±1, and ``librosa.load`` keeps those values too; clipping would
@@ -27,7 +27,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from ..errors import AudioDecodeError
+from deam_mamba.core.errors import AudioDecodeError
 
 AUDIO_EXTENSIONS = (".mp3", ".wav", ".flac", ".ogg", ".oga", ".aiff", ".aif")
 RESAMPLE_QUALITY = "HQ"  # librosa.load's default res_type "soxr_hq"

@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from ..errors import ConfigError, UnknownSongError
-from ..features import NormStats
+from deam_mamba.core.errors import ConfigError, UnknownSongError
+from deam_mamba.features import NormStats
 
 ANNOTATION_HZ = 2.0  # DEAM's dynamic annotations: one value every 0.5 s
 

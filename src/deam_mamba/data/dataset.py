@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..errors import ConfigError, UnknownSongError
-from .deam import DEAMHandler
+from deam_mamba.core.errors import ConfigError, UnknownSongError
+from deam_mamba.data.deam import DEAMHandler
 
 log = logging.getLogger(__name__)
 

@@ -22,12 +22,12 @@ from typing import Iterable
 
 import numpy as np
 
-from ..errors import (AudioDecodeError, ConfigError, DatasetLayoutError, DatasetNotFoundError, OutputExistsError,
+from deam_mamba.core.errors import (AudioDecodeError, ConfigError, DatasetLayoutError, DatasetNotFoundError, OutputExistsError,
                       UnknownSongError)
-from ..io import atomic_write_text
-from .annotations import (DYNAMIC_SCALE, STATIC_COLUMNS, STATIC_SCALE, Problem, check_static, locate,
+from deam_mamba.core.io import atomic_write_text
+from deam_mamba.data.annotations import (DYNAMIC_SCALE, STATIC_COLUMNS, STATIC_SCALE, Problem, check_static, locate,
                           parse_dynamic, parse_static, scan_audio)
-from .audio import audio_info, load_audio, mp3_length_problem
+from deam_mamba.data.audio import audio_info, load_audio, mp3_length_problem
 
 log = logging.getLogger(__name__)
 

@@ -37,10 +37,10 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..errors import ConfigError, OutputExistsError
-from ..runtime import tune_malloc
-from .mp3 import write_mp3
-from .music import hidden_trajectory, render_song
+from deam_mamba.core.errors import ConfigError, OutputExistsError
+from deam_mamba.core.runtime import tune_malloc
+from deam_mamba.data.mp3 import write_mp3
+from deam_mamba.data.music import hidden_trajectory, render_song
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +146,7 @@ def _render_one(job: tuple[int, int, float, str]) -> SongResult:
 
 def _worker_init() -> None:
     """Worker start-up: one BLAS/OpenMP thread per process (the processes are the parallelism);
-    glibc keeps freed memory (``deam_mamba.runtime``: every song allocates tens of MB of audio)."""
+    glibc keeps freed memory (``deam_mamba.core.runtime``: every song allocates tens of MB of audio)."""
     tune_malloc()
     try:
         from threadpoolctl import threadpool_limits

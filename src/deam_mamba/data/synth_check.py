@@ -40,14 +40,14 @@ def song_features(wave: np.ndarray, sr: int = SR) -> np.ndarray:
 
 
 def _features_of(path: str) -> np.ndarray:
-    from .audio import load_audio
+    from deam_mamba.data.audio import load_audio
 
     return song_features(load_audio(path, SR, mono=True)[0], SR)
 
 
 def corpus_features(root: str | Path, workers: int = 1) -> tuple[list[int], np.ndarray, np.ndarray]:
     """``(ids, X [N, F], Y [N, 2])`` for every song of a DEAM-layout root; Y = static (valence, arousal)."""
-    from .deam import DEAMHandler
+    from deam_mamba.data.deam import DEAMHandler
 
     h = DEAMHandler(root=root)
     ids = list(h.ids)

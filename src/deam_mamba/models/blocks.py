@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from timm.layers import DropPath, Mlp
 from torch import Tensor
 
-from .scan import resolve_backend, selective_scan_fn
+from deam_mamba.models.scan import resolve_backend, selective_scan_fn
 
 
 def window_partition(x: Tensor, window: int) -> Tensor:

@@ -12,8 +12,8 @@ import torch.nn as nn
 from timm.layers import trunc_normal_
 from torch import Tensor
 
-from .blocks import MambaVisionLayer, MambaVisionMixer, PatchEmbed
-from .scan import resolve_backend
+from deam_mamba.models.blocks import MambaVisionLayer, MambaVisionMixer, PatchEmbed
+from deam_mamba.models.scan import resolve_backend
 
 
 class MambaVision(nn.Module):

@@ -12,9 +12,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..errors import CheckpointError
-from .mambavision import MambaVision
-from .registry import MAMBAVISION_VARIANTS, create_model
+from deam_mamba.core.errors import CheckpointError
+from deam_mamba.models.mambavision import MambaVision
+from deam_mamba.models.registry import MAMBAVISION_VARIANTS, create_model
 
 log = logging.getLogger(__name__)
 

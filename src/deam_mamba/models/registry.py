@@ -10,8 +10,8 @@ from typing import Any
 import torch.nn as nn
 from torch import Tensor
 
-from ..errors import ConfigError
-from .mambavision import MambaVision
+from deam_mamba.core.errors import ConfigError
+from deam_mamba.models.mambavision import MambaVision
 
 # Official configurations: NVlabs/MambaVision mamba_vision.py (mamba_vision_T ... mamba_vision_L2).
 _OFFICIAL_BASE = dict(mlp_ratio=4, window_size=[8, 8, 14, 7])
