@@ -10,7 +10,10 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.deps-installed
 DEMO_DIR ?= demo_out
 
-.PHONY: install test test-fast demo bench clean-demo
+.PHONY: install test test-fast lint demo bench clean-demo
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
 
 $(STAMP): requirements/requirements.txt requirements/constraints.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,9 +24,11 @@ $(STAMP): requirements/requirements.txt requirements/constraints.txt pyproject.t
 install: $(STAMP)
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 
 test-fast: $(STAMP)
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q -m "not slow"
 
 demo: $(STAMP)

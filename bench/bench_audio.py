@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from deam_mamba.data.audio import load_audio
 from deam_mamba.core.io import atomic_write_json
 from deam_mamba.core.runtime import tune_malloc
+from deam_mamba.data.audio import load_audio
 
 MALLOC_TUNED = tune_malloc()  # before any tensor work: glibc keeps freed memory (DEAM_MAMBA_MALLOC_TUNE=0: off)
 

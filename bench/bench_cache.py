@@ -33,13 +33,14 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from deam_mamba.cache import FeatureCache, build_cache  # noqa: E402
-from deam_mamba.data.audio import load_audio  # noqa: E402
-from deam_mamba.data.chunks import ChunkDataset, chunk_starts  # noqa: E402
-from deam_mamba.data.deam import DEAMHandler  # noqa: E402
-from deam_mamba.data.synth import synthesize  # noqa: E402
-from deam_mamba.features import FeatureConfig, LogMel  # noqa: E402
-from deam_mamba.core.runtime import tune_malloc  # noqa: E402
+from deam_mamba.config import FeatureConfig
+from deam_mamba.core.runtime import tune_malloc
+from deam_mamba.data.audio import load_audio
+from deam_mamba.data.deam import DEAMHandler
+from deam_mamba.features.cache import FeatureCache, build_cache
+from deam_mamba.features.chunks import ChunkDataset, chunk_starts
+from deam_mamba.features.logmel import LogMel
+from deam_mamba.synth.corpus import synthesize
 
 MALLOC_TUNED = tune_malloc()  # before any tensor work: glibc keeps freed memory (DEAM_MAMBA_MALLOC_TUNE=0: off)
 
@@ -164,9 +165,11 @@ def main() -> int:
                         "have (compare wall seconds with CPU seconds: the workers got well under one core).",
             "ratios": {
                 "epoch_decode_over_epoch_cache": round(ep_med["epoch_decode"] / ep_med["epoch_cache"], 2),
-                "prepare_w2_over_librosa_sequential_throughput": round(med["librosa_sequential"] / med["prepare_w2"], 2),
+                "prepare_w2_over_librosa_sequential_throughput":
+                    round(med["librosa_sequential"] / med["prepare_w2"], 2),
                 "prepare_w2_over_w1_throughput": round(med["prepare_w1"] / med["prepare_w2"], 2),
-                "prepare_w1_over_librosa_sequential_throughput": round(med["librosa_sequential"] / med["prepare_w1"], 2),
+                "prepare_w1_over_librosa_sequential_throughput":
+                    round(med["librosa_sequential"] / med["prepare_w1"], 2),
                 "librosa_over_prepare_cpu_per_song": round(cpu_med["librosa_sequential"] / cpu_med["prepare_w2"], 2),
             },
             "goals": {"epoch >= 10x": ep_med["epoch_decode"] / ep_med["epoch_cache"] >= 10,

@@ -1,4 +1,4 @@
-"""Torch log-mel (``deam_mamba.features.LogMel``) vs librosa, measured side by side in one run.
+"""Torch log-mel (``deam_mamba.features.logmel.LogMel``) vs librosa, measured side by side in one run.
 
 Cases, per 45 s clip at 16 kHz (n_fft 1024, hop 160, 128 mels, top_db 80):
   librosa_1      librosa.feature.melspectrogram + power_to_db, one clip
@@ -24,8 +24,8 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -33,8 +33,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from deam_mamba.features import FeatureConfig, LogMel  # noqa: E402
-from deam_mamba.core.runtime import tune_malloc  # noqa: E402
+from deam_mamba.config import FeatureConfig
+from deam_mamba.core.runtime import tune_malloc
+from deam_mamba.features.logmel import LogMel
 
 MALLOC_TUNED = tune_malloc()  # before any tensor work: glibc keeps freed memory (DEAM_MAMBA_MALLOC_TUNE=0: off)
 

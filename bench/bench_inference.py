@@ -22,11 +22,12 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from deam_mamba.data.audio import load_audio
-from deam_mamba.features import FeatureConfig
-from deam_mamba.inference import Predictor, chunk_layout
-from deam_mamba.models import create_model
+from deam_mamba.config import FeatureConfig
 from deam_mamba.core.runtime import tune_malloc
+from deam_mamba.data.audio import load_audio
+from deam_mamba.features.chunks import chunk_layout
+from deam_mamba.inference.predictor import Predictor
+from deam_mamba.models.registry import create_model
 
 MALLOC_TUNED = tune_malloc()  # before any tensor work: glibc keeps freed memory (DEAM_MAMBA_MALLOC_TUNE=0: off)
 
@@ -85,7 +86,7 @@ def main() -> None:
     res = {
         "what": "predict one 45 s stereo 44.1 kHz MP3 with mambavision_audio on CPU (best of repeats)",
         "audio_seconds": round(seconds, 2),
-        "n_chunks": int(len(starts)),
+        "n_chunks": len(starts),
         "chunk_seconds": 5.0, "hop_seconds": 2.5,
         "params": int(sum(p.numel() for p in model.parameters())),
         "seconds": {"decode_resample": round(t_decode, 4), "logmel_normalise": round(t_mel, 4),

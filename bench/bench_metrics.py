@@ -25,8 +25,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from deam_mamba import metrics as M  # noqa: E402
-from deam_mamba.core.runtime import tune_malloc  # noqa: E402
+from deam_mamba.core.runtime import tune_malloc
+from deam_mamba.evaluation import metrics as M
 
 MALLOC_TUNED = tune_malloc()  # before any tensor work: glibc keeps freed memory (DEAM_MAMBA_MALLOC_TUNE=0: off)
 

@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from deam_mamba.models import create_model
 from deam_mamba.core.runtime import tune_malloc
+from deam_mamba.models.registry import create_model
 
 MALLOC_TUNED = tune_malloc()  # before any tensor work: glibc keeps freed memory (DEAM_MAMBA_MALLOC_TUNE=0: off)
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from deam_mamba.models.scan import selective_scan_fast, selective_scan_ref
 from deam_mamba.core.runtime import tune_malloc
+from deam_mamba.models.scan import selective_scan_fast, selective_scan_ref
 
 MALLOC_TUNED = tune_malloc()  # before any tensor work: glibc keeps freed memory (DEAM_MAMBA_MALLOC_TUNE=0: off)
 

@@ -23,12 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
-from deam_mamba.data import mp3
-from deam_mamba.data.music import hidden_trajectory, render_song
-from deam_mamba.data.synth import _centres, _song_rng, synthesize
-from deam_mamba.data.synth_check import corpus_features, learnability
 from deam_mamba.core.io import atomic_write_json
 from deam_mamba.core.runtime import tune_malloc
+from deam_mamba.synth import mp3
+from deam_mamba.synth.check import corpus_features, learnability
+from deam_mamba.synth.corpus import _centres, _song_rng, synthesize
+from deam_mamba.synth.music import hidden_trajectory, render_song
 
 MALLOC_TUNED = tune_malloc()  # before any tensor work: glibc keeps freed memory (DEAM_MAMBA_MALLOC_TUNE=0: off)
 
@@ -136,7 +136,8 @@ def main() -> int:
     atomic_write_json(dest, res)
     g, r = res["generation"], res["learnability"]
     print(f"generation: {g['songs_total']} songs in {g['wall_s']:.1f} s wall ({g['wall_s_per_song']:.2f} s/song, "
-          f"{g['cpu_s_per_song']:.2f} CPU s/song); 2-vs-1 worker speed-up {res['workers_ratio']['speedup_2_over_1']:.2f}")
+          f"{g['cpu_s_per_song']:.2f} CPU s/song); "
+          f"2-vs-1 worker speed-up {res['workers_ratio']['speedup_2_over_1']:.2f}")
     print(f"ridge R2 valence {r['ridge_r2']['valence']:.3f} arousal {r['ridge_r2']['arousal']:.3f}; "
           f"max |r| of one feature {r['max_abs_feature_r']:.3f}; passed={r['passed']}")
     e = res["encoder"]

@@ -60,7 +60,7 @@ static (1–9) and dynamic ([-1, 1]) labels and lists any problem it met (missin
 DEAM-shaped corpus (same folders, CSV quirks and MP3s) whose music expresses hidden valence/arousal
 trajectories."""),
     ("code", """from deam_mamba.data.deam import DEAMHandler
-from deam_mamba.data.synth import synthesize
+from deam_mamba.synth.corpus import synthesize
 
 root = os.environ.get("DEAM_ROOT")
 if not root:
@@ -74,7 +74,7 @@ handler.summary()"""),
 The training config fixes the log-mel settings (16 kHz, 128 mel bands up to 8 kHz, 10 ms hop by
 default). `LogMel` computes exactly librosa's log-mel in torch. Below: the first song."""),
     ("code", """from deam_mamba.config import load_config
-from deam_mamba.features import LogMel
+from deam_mamba.features.logmel import LogMel
 
 # optim.ema_decay=0: the demo config's weight average (0.99) spans ~100 steps, more than a few short
 # epochs here have, so the notebook trains raw weights; DEAM_NB_OVERRIDES="optim.ema_decay=0.99" puts it back
@@ -96,7 +96,7 @@ plt.show()"""),
 Every song is decoded and featurised once (in parallel) into float16 arrays keyed by the feature
 settings; training then reads chunks from memory-mapped arrays. Re-running only processes new or
 changed songs."""),
-    ("code", """from deam_mamba.cache import build_cache
+    ("code", """from deam_mamba.features.cache import build_cache
 
 t0 = time.perf_counter()
 cache_summary = build_cache(handler, cfg.data.cache, fc, workers=cfg.data.prepare_workers)
@@ -106,7 +106,7 @@ cache_summary"""),
 
 `build_model(cfg)` creates the registered model (`create_model(name)`) with the output size the mode
 needs (2 for static valence/arousal). Input: one log-mel chunk `[B, 1, n_mels, frames]`."""),
-    ("code", """from deam_mamba.checkpoint import build_model
+    ("code", """from deam_mamba.models.build import build_model
 
 model = build_model(cfg)
 frames = int(round(cfg.chunks.chunk_seconds * fc.frames_per_second))
@@ -118,7 +118,7 @@ print(f"{cfg.model.name}: {n_params / 1e6:.3f} M parameters; {tuple(x.shape)} ->
 `train(cfg, run_dir)` trains on chunks (targets normalised as (y − 5) / 4), validates at song level
 by pooling chunk predictions, keeps the best checkpoint by validation CCC and writes `log.csv`,
 TensorBoard scalars and resumable checkpoints. A run folder that already exists is resumed."""),
-    ("code", """from deam_mamba.engine import train
+    ("code", """from deam_mamba.train.loop import train
 
 run_dir = WORK / f"run_{cfg.model.name}"
 t0 = time.perf_counter()
@@ -130,7 +130,7 @@ result.best_metrics"""),
 `evaluate_run` reloads the best checkpoint, predicts every test song from the same cache (chunks
 pooled per song) and computes MSE, RMSE, MAE, Pearson r, CCC and R² per dimension on the 1–9 scale,
 with bootstrap 95% intervals; it writes `metrics.json`, `report.md` and plots into `RUN/eval`."""),
-    ("code", """from deam_mamba.evaluate import evaluate_run, summary_lines
+    ("code", """from deam_mamba.evaluation.evaluate import evaluate_run, summary_lines
 
 metrics = evaluate_run(run_dir, split="test", bootstrap=200, progress=False)
 print("\\n".join(summary_lines(metrics)))"""),
@@ -147,7 +147,7 @@ for key in ("learning_curves", "scatter", "va_plane", "dynamic_curves"):
 
 A non-deep reference on the same split and features: per-band mean/std of the log-mel, ridge
 regression fitted on the training songs (1–9 scale)."""),
-    ("code", """from deam_mamba.compare import ridge_row
+    ("code", """from deam_mamba.experiments.compare import ridge_row
 
 ridge = ridge_row(cfg, bootstrap=200)
 deep = metrics["static"]
@@ -158,7 +158,7 @@ for dim in ("valence", "arousal"):
 
 `Predictor` runs the whole path on raw audio of any length and format: decode → log-mel → the run's
 normalisation → chunks → model → song value (mean over chunks, 1–9) and a 2 Hz curve."""),
-    ("code", """from deam_mamba.inference import Predictor
+    ("code", """from deam_mamba.inference.predictor import Predictor
 
 predictor = Predictor.from_run(run_dir)
 song = handler.ids[-1]

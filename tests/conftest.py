@@ -8,7 +8,7 @@ import pytest
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
-from deam_mamba.core.runtime import tune_malloc  # noqa: E402
+from deam_mamba.core.runtime import tune_malloc
 
 tune_malloc()  # as the CLI does: glibc keeps freed memory (faster tensor work; tests/test_runtime.py checks it)
 
@@ -21,7 +21,7 @@ def synth_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (ids 2001..2003): dynamic labels exist (from 15 s), official2015 and random splits are
     non-empty. Read-only for tests: copy it before changing anything.
     """
-    from deam_mamba.data.synth import synthesize
+    from deam_mamba.synth.corpus import synthesize
 
     root = tmp_path_factory.mktemp("synth") / "deam"
     return synthesize(root, songs=16, seconds=20.0, full_songs=3, seed=0, workers=2, progress=False)

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-
 from _deam_tree import tone, write_audio
-from deam_mamba.data.audio import audio_duration, audio_info, load_audio
+
 from deam_mamba.core.errors import AudioDecodeError
+from deam_mamba.data.audio import audio_duration, audio_info, load_audio
 
 FORMATS = ["mp3", "wav", "flac", "ogg"]
 RATES = [(sr, ch) for sr in (44100, 48000, 22050, 16000) for ch in (2, 1)]

@@ -4,10 +4,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from deam_mamba.baselines import (GLOBAL_STAT_NAMES, RidgeBaseline, fit_ridge_on_cache, mel_statistic_names,
-                                  mel_statistics)
 from deam_mamba.core.errors import CacheError, ConfigError, DeamError, LabelError
-from deam_mamba.metrics import ccc
+from deam_mamba.evaluation.baselines import (
+    GLOBAL_STAT_NAMES,
+    RidgeBaseline,
+    fit_ridge_on_cache,
+    mel_statistic_names,
+    mel_statistics,
+)
+from deam_mamba.evaluation.metrics import ccc
 
 N_MELS = 32
 
@@ -121,8 +126,8 @@ def test_ridge_errors():
 @pytest.fixture(scope="module")
 def real_cache(synth_corpus, tmp_path_factory):
     """A real ``FeatureCache`` built from the session's synthetic corpus (small, cheap config)."""
-    cache_mod = pytest.importorskip("deam_mamba.cache")
-    from deam_mamba.features import FeatureConfig
+    cache_mod = pytest.importorskip("deam_mamba.features.cache")
+    from deam_mamba.config import FeatureConfig
 
     out = tmp_path_factory.mktemp("ridge_cache")
     cache_mod.build_cache(synth_corpus, out, FeatureConfig(n_mels=64, hop_length=320), workers=0, progress=False)

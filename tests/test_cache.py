@@ -9,15 +9,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from _deam_tree import PROBLEM_IDS, write_audio, write_deam_tree
-from deam_mamba import cache as cache_mod
-from deam_mamba.cache import FeatureCache, build_cache
+
 from deam_mamba.cli import main as cli_main
+from deam_mamba.config import FeatureConfig
+from deam_mamba.core.errors import CacheError, OutputExistsError, UnknownSongError
 from deam_mamba.data.audio import load_audio
 from deam_mamba.data.deam import DEAMHandler
-from deam_mamba.core.errors import CacheError, OutputExistsError, UnknownSongError
-from deam_mamba.features import FeatureConfig, LogMel, compute_norm_stats
+from deam_mamba.features import cache as cache_mod
+from deam_mamba.features.cache import FeatureCache, build_cache
+from deam_mamba.features.logmel import LogMel, compute_norm_stats
 
 CORRUPT = PROBLEM_IDS["corrupt_audio"]
 CFG = FeatureConfig(n_mels=64)  # smaller arrays, same code path

@@ -8,11 +8,12 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from deam_mamba.cache import FeatureCache, build_cache
-from deam_mamba.data.chunks import Augment, ChunkDataset, SongBatchSampler, chunk_starts
-from deam_mamba.data.deam import DEAMHandler
+from deam_mamba.config import FeatureConfig
 from deam_mamba.core.errors import ConfigError, UnknownSongError
-from deam_mamba.features import FeatureConfig, NormStats
+from deam_mamba.data.deam import DEAMHandler
+from deam_mamba.features.cache import FeatureCache, build_cache
+from deam_mamba.features.chunks import Augment, ChunkDataset, SongBatchSampler, chunk_starts
+from deam_mamba.features.logmel import NormStats
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +66,8 @@ def test_chunk_labels_masks_and_features_match_handler(synth_cache) -> None:
             assert item["song_id"] == sid and (start * 2).is_integer()
             np.testing.assert_allclose(item["y"].numpy(), [static["valence_mean"], static["arousal_mean"]], rtol=1e-6)
             f0 = int(round(start * 100))
-            np.testing.assert_array_equal(item["x"][0].numpy(), np.asarray(cache.features(sid), np.float32)[:, f0:f0 + 500])
+            want = np.asarray(cache.features(sid), np.float32)[:, f0:f0 + 500]
+            np.testing.assert_array_equal(item["x"][0].numpy(), want)
             for k in range(ds.k):
                 g = int(start * 2) + k  # slot k is the time start + k/2
                 if g in label_at:
@@ -117,7 +119,8 @@ def test_augment_only_when_asked_seeded_and_per_epoch() -> None:
     plain = ChunkDataset(cache, [1, 2], chunk_seconds=4.0)
     raw = plain[1]["x"]
     assert torch.equal(plain[1]["x"], raw)  # no augmentation unless asked
-    gain_only = ChunkDataset(cache, [1, 2], chunk_seconds=4.0, augment=Augment(gain_db=6, time_masks=0, freq_masks=0, p=1))
+    gain_only = ChunkDataset(cache, [1, 2], chunk_seconds=4.0,
+                             augment=Augment(gain_db=6, time_masks=0, freq_masks=0, p=1))
     shift = gain_only[1]["x"] - raw
     assert 0 < shift.abs().max() <= 6 and torch.allclose(shift, shift.flatten()[0].expand_as(shift), atol=1e-4)
     masked = ChunkDataset(cache, [1, 2], chunk_seconds=4.0, augment=Augment(gain_db=0, time_mask_frames=30,

@@ -4,11 +4,11 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from _inference_helpers import TINY_CONFIG, shared_cache, tiny_overrides
+
 from deam_mamba import cli
-from deam_mamba.compare import run_comparison
 from deam_mamba.core.errors import ConfigError
+from deam_mamba.experiments.compare import run_comparison
 
 
 @pytest.mark.slow

@@ -10,9 +10,10 @@ import pytest
 import torch
 import yaml
 
-from deam_mamba.config import Config, OptimConfig, config_from_dict, dump_config, load_config
+from deam_mamba.config import Config, OptimConfig
+from deam_mamba.config.load import config_from_dict, dump_config, load_config
 from deam_mamba.core.errors import CheckpointError, ConfigError
-from deam_mamba.schedule import lr_at
+from deam_mamba.train.optim import lr_at
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 
@@ -124,7 +125,7 @@ def test_lr_schedule_no_warmup():
 
 
 def test_rng_state_round_trip():
-    from deam_mamba.checkpoint import rng_state, set_rng_state
+    from deam_mamba.runs.checkpoint import rng_state, set_rng_state
 
     random.seed(1), np.random.seed(2), torch.manual_seed(3)
     s = rng_state()
@@ -134,7 +135,7 @@ def test_rng_state_round_trip():
 
 
 def test_save_checkpoint_atomic_pointers_and_prune(tmp_path):
-    from deam_mamba.checkpoint import checkpoint_paths, load_state, load_weights, save_checkpoint
+    from deam_mamba.runs.checkpoint import checkpoint_paths, load_state, load_weights, save_checkpoint
 
     model = torch.nn.Linear(3, 2)
     meta = {"mode": "static"}
@@ -158,7 +159,8 @@ def test_save_checkpoint_atomic_pointers_and_prune(tmp_path):
 
 
 def test_checkpoint_errors_are_actionable(tmp_path):
-    from deam_mamba.checkpoint import checkpoint_paths, load_run, load_state, load_weights, save_checkpoint
+    from deam_mamba.runs.checkpoint import checkpoint_paths, load_state, load_weights, save_checkpoint
+    from deam_mamba.runs.run import load_run
 
     with pytest.raises(CheckpointError, match="does not exist"):
         load_run(tmp_path / "missing")

@@ -7,13 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _deam_tree import GOOD_AUDIO, GOOD_LABELS, PROBLEM_IDS, write_deam_tree
 from torch.utils.data import DataLoader
 
-from _deam_tree import GOOD_AUDIO, GOOD_LABELS, PROBLEM_IDS, write_deam_tree
+from deam_mamba.core.errors import AudioDecodeError, ConfigError, UnknownSongError
 from deam_mamba.data.audio import load_audio
 from deam_mamba.data.dataset import WaveDataset, fit_length, pad_collate
 from deam_mamba.data.deam import ENV_VAR, DEAMHandler
-from deam_mamba.core.errors import AudioDecodeError, ConfigError, UnknownSongError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -56,7 +56,7 @@ def test_readme_quick_start_verbatim(tree, monkeypatch):
     """The quick-start as README.md prints it (the integrator owns README; skip until it is there)."""
     import re
 
-    blocks = re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(), flags=re.S)
+    blocks = re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(), flags=re.DOTALL)
     snippet = next((b for b in blocks if "WaveDataset(handler, [23" in b), None)
     if snippet is None:
         pytest.skip("README.md has no quick-start block yet")

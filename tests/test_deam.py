@@ -8,14 +8,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from _deam_tree import GOOD_LABELS, PROBLEM_IDS, expected_dynamic, write_deam_tree
+
 from deam_mamba.cli import main as cli_main
+from deam_mamba.core.errors import (
+    AudioDecodeError,
+    ConfigError,
+    DatasetLayoutError,
+    DatasetNotFoundError,
+    OutputExistsError,
+    UnknownSongError,
+)
+from deam_mamba.core.scales import DYNAMIC, STATIC
 from deam_mamba.data.audio import load_audio
-from deam_mamba.data.deam import (DYNAMIC_SCALE, ENV_VAR, KAGGLE_HANDLE, STATIC_SCALE, DEAMHandler,
-                                  resolve_root)
-from deam_mamba.core.errors import (AudioDecodeError, ConfigError, DatasetLayoutError, DatasetNotFoundError,
-                               OutputExistsError, UnknownSongError)
+from deam_mamba.data.deam import ENV_VAR, KAGGLE_HANDLE, DEAMHandler, resolve_root
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +153,7 @@ def test_missing_static_column_is_named(tmp_path):
 
 
 def test_dynamic_labels(handler, tree):
-    assert STATIC_SCALE == (1.0, 9.0) and DYNAMIC_SCALE == (-1.0, 1.0)
+    assert STATIC.bounds == (1.0, 9.0) and DYNAMIC.bounds == (-1.0, 1.0)
     for sid in (2, 3, 2001):
         times, val, aro = handler.dynamic_labels(sid)
         n = tree.dyn_len[sid]

@@ -8,12 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
-
 from _inference_helpers import tiny_run
+
 from deam_mamba import cli
 from deam_mamba.core.errors import OutputExistsError
-from deam_mamba.evaluate import evaluate_run, resolve_run_data
-from deam_mamba.metrics import regression_metrics
+from deam_mamba.evaluation.evaluate import evaluate_run, resolve_run_data
+from deam_mamba.evaluation.metrics import regression_metrics
 
 # every test here needs a run trained through the engine on the session's synthetic corpus
 pytestmark = pytest.mark.slow
@@ -32,7 +32,7 @@ def static_eval(static_run, tmp_path_factory):
 
 def test_evaluate_static_writes_metrics_report_and_plots(static_run, static_eval):
     out, m = static_eval
-    from deam_mamba.checkpoint import load_run
+    from deam_mamba.runs.run import load_run
 
     cfg = load_run(static_run).config
     test_ids = resolve_run_data(cfg).splits["test"]
@@ -58,7 +58,7 @@ def test_evaluate_static_writes_metrics_report_and_plots(static_run, static_eval
 
 
 def test_evaluate_on_val_reproduces_the_training_validation(static_run, tmp_path):
-    from deam_mamba.checkpoint import load_run
+    from deam_mamba.runs.run import load_run
 
     best = load_run(static_run).best_metrics
     m = evaluate_run(static_run, split="val", out_dir=tmp_path / "v", bootstrap=0, progress=False)
@@ -69,7 +69,7 @@ def test_evaluate_on_val_reproduces_the_training_validation(static_run, tmp_path
 
 def test_predict_from_audio_matches_evaluate_from_the_cache(static_run, static_eval, synth_corpus):
     from deam_mamba.data.deam import DEAMHandler
-    from deam_mamba.inference import Predictor
+    from deam_mamba.inference.predictor import Predictor
 
     out, m = static_eval
     df = pd.read_csv(out / "predictions.csv").set_index("song_id")

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import torch
 
+from deam_mamba.config import FeatureConfig
 from deam_mamba.core.errors import ConfigError
-from deam_mamba.features import FeatureConfig, LogMel, NormStats, compute_norm_stats
+from deam_mamba.features.logmel import LogMel, NormStats, compute_norm_stats
 
 librosa = pytest.importorskip("librosa")
 

@@ -9,12 +9,13 @@ import pytest
 import soundfile as sf
 import torch
 
+from deam_mamba.config import FeatureConfig
 from deam_mamba.core.errors import DeamError, OutputExistsError
-from deam_mamba.features import FeatureConfig, NormStats
-from deam_mamba.inference import (
-    DYNAMIC_SCALE, STATIC_SCALE, Predictor, chunk_starts, collect_audio_files, dynamic_curve, make_chunks,
-    write_predictions,
-)
+from deam_mamba.core.scales import DYNAMIC, STATIC
+from deam_mamba.features.chunks import chunk_starts, make_chunks
+from deam_mamba.features.logmel import NormStats
+from deam_mamba.inference.files import collect_audio_files, predict_files, write_predictions
+from deam_mamba.inference.predictor import Predictor, dynamic_curve
 
 N_MELS = 64
 
@@ -78,7 +79,7 @@ def test_static_song_value_is_the_mean_of_chunk_predictions_on_1_to_9():
     assert out.n_chunks == len(chunks)
     assert out.valence == pytest.approx(expect[:, 0].mean(), abs=1e-5)
     assert out.arousal == pytest.approx(expect[:, 1].mean(), abs=1e-5)
-    assert out.song_scale == out.curve_scale == STATIC_SCALE
+    assert out.song_scale == out.curve_scale == STATIC.name
     assert out.duration_s == pytest.approx(10.0)
     np.testing.assert_allclose(out.curve_times_s, np.arange(0, 10.0, 0.5))
     # the curve passes through each chunk's value at the chunk centre
@@ -114,7 +115,7 @@ def test_dynamic_curve_averages_overlapping_chunks_on_the_2hz_grid():
 def test_dynamic_predictor_reports_the_pm1_scale():
     pred = _predictor(mode="dynamic", k=6)
     out = pred.predict_features(torch.randn(N_MELS, 701))
-    assert out.song_scale == out.curve_scale == DYNAMIC_SCALE
+    assert out.song_scale == out.curve_scale == DYNAMIC.name
     assert len(out.curve_times_s) == 14 and np.all(np.isfinite(out.curve_valence))
     assert out.valence == pytest.approx(out.curve_valence.mean())
 
@@ -155,7 +156,7 @@ def test_collect_audio_files_recurses_and_reports_missing(audio_dir, tmp_path):
 def test_predict_files_skips_corrupt_and_pads_short_files(audio_dir):
     pred = _predictor(hop=1.5)
     files, _ = collect_audio_files([audio_dir])
-    res = pred.predict_files(files, progress=False)
+    res = predict_files(pred, files, progress=False)
     got = {p.source.split("/")[-1]: p for p in res.predictions}
     assert sorted(got) == ["a.wav", "b.flac", "short.ogg"]
     assert [s["path"].split("/")[-1] for s in res.skipped] == ["broken.mp3"] and res.skipped[0]["reason"]
@@ -178,10 +179,10 @@ def test_a_few_samples_of_audio_still_predict(tmp_path):
 def test_outputs_csv_and_json_and_refuse_to_overwrite(audio_dir, tmp_path):
     pred = _predictor(hop=1.5)
     files, _ = collect_audio_files([audio_dir])
-    res = pred.predict_files(files, progress=False)
+    res = predict_files(pred, files, progress=False)
     js = write_predictions(res, tmp_path / "p.json")
     doc = json.loads(js.read_text())
-    assert doc["song_scale"] == doc["curve_scale"] == STATIC_SCALE and doc["curve_hz"] == 2.0
+    assert doc["song_scale"] == doc["curve_scale"] == STATIC.name and doc["curve_hz"] == 2.0
     assert len(doc["predictions"]) == 3 and doc["skipped"][0]["path"].endswith("broken.mp3")
     rec = doc["predictions"][0]
     assert len(rec["curve_times_s"]) == len(rec["curve_valence"]) == len(rec["curve_arousal"])

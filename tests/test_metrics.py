@@ -8,8 +8,9 @@ import pytest
 import torch
 from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 
-from deam_mamba import metrics as M
 from deam_mamba.core.errors import ConfigError, LabelError
+from deam_mamba.evaluation import metrics as M
+from deam_mamba.train.losses import ccc_loss, masked_mse
 
 
 def _lin_ccc(y: np.ndarray, p: np.ndarray) -> float:
@@ -179,7 +180,7 @@ def test_mediaeval2015_metrics():
 def test_ccc_loss_matches_numpy_and_has_gradient(yp):
     y, p = yp
     pt = torch.tensor(p, requires_grad=True)
-    loss = M.ccc_loss(pt, torch.tensor(y))
+    loss = ccc_loss(pt, torch.tensor(y))
     assert loss.item() == pytest.approx(1 - np.mean(M.ccc(y, p)), rel=1e-6)
     loss.backward()
     assert torch.isfinite(pt.grad).all() and pt.grad.abs().sum() > 0
@@ -188,14 +189,14 @@ def test_ccc_loss_matches_numpy_and_has_gradient(yp):
     b = torch.zeros(2, requires_grad=True)
     x, t = torch.tensor(y), torch.tensor(y) * 0.5 + 1
     for _ in range(100):
-        l = M.ccc_loss(x * w + b, t)
-        gw, gb = torch.autograd.grad(l, [w, b])
+        loss = ccc_loss(x * w + b, t)
+        gw, gb = torch.autograd.grad(loss, [w, b])
         with torch.no_grad():
             w -= 0.05 * gw
             b -= 0.5 * gb
-    assert l.item() < 0.01
+    assert loss.item() < 0.01
     # single-row batch stays finite
-    assert torch.isfinite(M.ccc_loss(torch.ones(1, 2), torch.zeros(1, 2)))
+    assert torch.isfinite(ccc_loss(torch.ones(1, 2), torch.zeros(1, 2)))
 
 
 def test_masked_losses_ignore_nan_padding():
@@ -203,7 +204,7 @@ def test_masked_losses_ignore_nan_padding():
     target = torch.ones(2, 4, 2)
     mask = torch.tensor([[True, True, False, False], [True, True, True, True]])
     target[~mask] = float("nan")
-    loss = M.masked_mse(pred, target, mask)
+    loss = masked_mse(pred, target, mask)
     assert loss.item() == pytest.approx(1.0)
     loss.backward()
     assert torch.isfinite(pred.grad).all()
@@ -211,9 +212,9 @@ def test_masked_losses_ignore_nan_padding():
     tgt = torch.randn(2, 4, 2)
     tgt[~mask] = float("nan")
     p2 = torch.randn(2, 4, 2, requires_grad=True)
-    lc = M.ccc_loss(p2, tgt, mask)
+    lc = ccc_loss(p2, tgt, mask)
     lc.backward()
     assert torch.isfinite(lc) and torch.isfinite(p2.grad).all()
-    assert M.masked_mse(pred, target, torch.zeros(2, 4, dtype=torch.bool)).item() == 0.0
+    assert masked_mse(pred, target, torch.zeros(2, 4, dtype=torch.bool)).item() == 0.0
     with pytest.raises(LabelError, match="mask shape"):
-        M.masked_mse(pred, target, torch.ones(3, dtype=torch.bool))
+        masked_mse(pred, target, torch.ones(3, dtype=torch.bool))

@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from _inference_helpers import shared_cache
-from deam_mamba.pooling import AttentionPool, fit_attention_pool, pad_bags
+
+from deam_mamba.models.heads import AttentionPool, pad_bags
+from deam_mamba.train.pool import fit_attention_pool
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "test_tiny.yaml"
@@ -99,7 +100,7 @@ def test_fitting_reduces_the_loss_and_beats_mean_pooling_on_validation():
     xv, mv = pad_bags(val[0])
     with torch.no_grad():
         out, w = pool(xv, mv)
-    from deam_mamba.metrics import ccc
+    from deam_mamba.evaluation.metrics import ccc
 
     got = np.mean([float(ccc(val[1][:, d].double().numpy(), out[:, d].double().numpy())) for d in range(2)])
     assert got == pytest.approx(best, abs=1e-5)
@@ -114,8 +115,8 @@ def test_fitting_reduces_the_loss_and_beats_mean_pooling_on_validation():
 
 @pytest.fixture(scope="module")
 def attn_run(synth_corpus, tmp_path_factory):
-    from deam_mamba.config import load_config
-    from deam_mamba.engine import train
+    from deam_mamba.config.load import load_config
+    from deam_mamba.train.loop import train
 
     cfg = load_config(TINY, [f"data.root={synth_corpus}", f"data.cache={shared_cache(tmp_path_factory)}",
                              "data.split=official2015", "train.epochs=1", "train.progress=false",
@@ -125,14 +126,16 @@ def attn_run(synth_corpus, tmp_path_factory):
 
 @pytest.mark.slow
 def test_train_fits_saves_and_loads_the_attention_pool(attn_run):
-    from deam_mamba.checkpoint import load_run
-    from deam_mamba.pooling import pool_path
+    from deam_mamba.runs.checkpoint import pool_path
+    from deam_mamba.runs.run import load_run
 
     cfg, res = attn_run
     info = res.pooling
     assert info is not None and info["step"] == res.step
     assert pool_path(res.run_dir, res.step).is_file()
     saved = json.loads((res.run_dir / "pooling.json").read_text())
+    for f in sorted(res.run_dir.rglob("*.json")):  # every JSON file of the run is strict (no bare NaN)
+        json.loads(f.read_text(), parse_constant=lambda name: pytest.fail(f"{f} holds {name}"))
     hist = saved["history"]
     assert len(hist) == 41 and hist[-1]["train_loss"] < hist[1]["train_loss"]  # fitting reduces the loss
     assert saved["val_attention"]["val_ccc_mean"] >= saved["val_mean_pooling"]["val_ccc_mean"]
@@ -147,9 +150,10 @@ def test_train_fits_saves_and_loads_the_attention_pool(attn_run):
 def test_evaluate_and_predict_use_the_attention_pool(attn_run, synth_corpus, tmp_path):
     import pandas as pd
 
-    from deam_mamba.checkpoint import read_run_config
-    from deam_mamba.evaluate import evaluate_run, resolve_run_data
-    from deam_mamba.inference import Predictor, predict_paths, predictions_to_json
+    from deam_mamba.evaluation.evaluate import evaluate_run, resolve_run_data
+    from deam_mamba.inference.files import predict_paths, predictions_to_json
+    from deam_mamba.inference.predictor import Predictor
+    from deam_mamba.runs.run import read_run_config
 
     cfg, res = attn_run
     m = evaluate_run(res.run_dir, split="val", out_dir=tmp_path / "ev", bootstrap=20, progress=False)
@@ -180,7 +184,7 @@ def test_evaluate_and_predict_use_the_attention_pool(attn_run, synth_corpus, tmp
 
 def test_missing_pool_file_is_a_checkpoint_error(tmp_path):
     from deam_mamba.core.errors import CheckpointError
-    from deam_mamba.pooling import load_pool
+    from deam_mamba.runs.checkpoint import load_pool
 
     with pytest.raises(CheckpointError, match="train --resume"):
         load_pool(tmp_path / "pool_step00000001.safetensors")

@@ -9,8 +9,8 @@ import pytest
 from matplotlib.image import imread
 
 from deam_mamba.core.errors import DeamError, LabelError
-from deam_mamba.metrics import mediaeval2015_metrics, regression_metrics
-from deam_mamba.report import write_comparison, write_report
+from deam_mamba.evaluation.metrics import mediaeval2015_metrics, regression_metrics
+from deam_mamba.evaluation.report import write_comparison, write_report
 
 
 @pytest.fixture

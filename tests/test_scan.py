@@ -5,8 +5,14 @@ import pytest
 import torch
 
 from deam_mamba.models import scan
-from deam_mamba.models.scan import (_reverse_scan_, _scan_, resolve_backend, selective_scan_fast, selective_scan_fn,
-                                    selective_scan_ref)
+from deam_mamba.models.scan import (
+    _reverse_scan_,
+    _scan_,
+    resolve_backend,
+    selective_scan_fast,
+    selective_scan_fn,
+    selective_scan_ref,
+)
 
 
 @pytest.fixture(autouse=True, scope="module")

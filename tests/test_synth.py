@@ -8,10 +8,10 @@ import pytest
 import soundfile as sf
 
 from deam_mamba.cli import main
-from deam_mamba.data import synth
+from deam_mamba.core.errors import ConfigError, OutputExistsError
 from deam_mamba.data.audio import load_audio
 from deam_mamba.data.deam import DEAMHandler
-from deam_mamba.core.errors import ConfigError, OutputExistsError
+from deam_mamba.synth import corpus as synth
 
 ANN = Path("DEAM_Annotations/annotations/annotations averaged per song")
 
@@ -140,7 +140,7 @@ def test_cli(tmp_path: Path, capsys) -> None:
 def test_learnable_but_not_trivial(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Issue 4's proof on a small corpus: ridge on librosa features predicts held-out songs
     (R² > 0.5 for valence and arousal) while no single feature has |r| > 0.9 with a label."""
-    from deam_mamba.data.synth_check import corpus_features, learnability
+    from deam_mamba.synth.check import corpus_features, learnability
 
     root = synth.synthesize(tmp_path_factory.mktemp("learn") / "c", songs=40, seconds=12.0, full_songs=0,
                             seed=1, workers=2, progress=False)  # fmt: skip

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from deam_mamba.data import mp3
+from deam_mamba.synth import mp3
 
 pytestmark = pytest.mark.skipif(mp3.lameenc is None, reason="lameenc not installed")
 

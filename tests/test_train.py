@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from _inference_helpers import shared_cache
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,7 +28,7 @@ def _overrides(corpus: Path, cache: Path, *extra: str) -> list[str]:
 def _weights(run_dir: Path, which: str = "last") -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
-    from deam_mamba.checkpoint import checkpoint_paths
+    from deam_mamba.runs.checkpoint import checkpoint_paths
 
     return load_file(str(checkpoint_paths(run_dir, which)[0]))
 
@@ -48,8 +47,8 @@ def _env() -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def static_run(synth_corpus, tmp_path_factory):
-    from deam_mamba.config import load_config
-    from deam_mamba.engine import train
+    from deam_mamba.config.load import load_config
+    from deam_mamba.train.loop import train
 
     cfg = load_config(TINY, _overrides(synth_corpus, shared_cache(tmp_path_factory)))
     run_dir = tmp_path_factory.mktemp("train_static") / "run"
@@ -59,7 +58,7 @@ def static_run(synth_corpus, tmp_path_factory):
 def test_run_folder_holds_everything(static_run):
     import yaml
 
-    from deam_mamba.config import config_from_dict
+    from deam_mamba.config.load import config_from_dict
 
     cfg, res = static_run
     rd = res.run_dir
@@ -89,7 +88,7 @@ def test_metric_names_carry_the_static_scale(static_run):
 
 
 def test_lr_in_log_follows_the_schedule(static_run):
-    from deam_mamba.schedule import lr_at
+    from deam_mamba.train.optim import lr_at
 
     cfg, res = static_run
     for r in _rows(res.run_dir):
@@ -97,8 +96,8 @@ def test_lr_in_log_follows_the_schedule(static_run):
 
 
 def test_load_run_gives_eval_model_and_norm_stats(static_run, synth_corpus, tmp_path_factory):
-    from deam_mamba.cache import FeatureCache
-    from deam_mamba.checkpoint import load_run
+    from deam_mamba.features.cache import FeatureCache
+    from deam_mamba.runs.run import load_run
 
     cfg, res = static_run
     run = load_run(res.run_dir)
@@ -116,8 +115,8 @@ def test_load_run_gives_eval_model_and_norm_stats(static_run, synth_corpus, tmp_
 
 
 def test_existing_run_is_not_overwritten(static_run):
-    from deam_mamba.engine import train
     from deam_mamba.core.errors import OutputExistsError
+    from deam_mamba.train.loop import train
 
     cfg, res = static_run
     with pytest.raises(OutputExistsError, match="--resume"):
@@ -125,9 +124,9 @@ def test_existing_run_is_not_overwritten(static_run):
 
 
 def test_dynamic_mode_keeps_the_scales_apart(synth_corpus, tmp_path_factory):
-    from deam_mamba.checkpoint import load_run
-    from deam_mamba.config import load_config
-    from deam_mamba.engine import train
+    from deam_mamba.config.load import load_config
+    from deam_mamba.runs.run import load_run
+    from deam_mamba.train.loop import train
 
     cfg = load_config(TINY, _overrides(synth_corpus, shared_cache(tmp_path_factory), "mode=dynamic",
                                        "train.epochs=1", "loss.name=mse+ccc"))
@@ -143,7 +142,7 @@ def test_dynamic_mode_keeps_the_scales_apart(synth_corpus, tmp_path_factory):
 
 
 def test_make_ema_averages_parameters_and_batchnorm_statistics() -> None:
-    from deam_mamba.engine import make_ema
+    from deam_mamba.train.optim import make_ema
 
     assert make_ema(torch.nn.Linear(2, 2), 0.0) is None
     model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
@@ -161,9 +160,11 @@ def test_make_ema_averages_parameters_and_batchnorm_statistics() -> None:
 
 
 def test_ema_run_validates_and_saves_the_average(synth_corpus, tmp_path_factory):
-    from deam_mamba.checkpoint import checkpoint_paths, load_run, load_state
-    from deam_mamba.config import load_config
-    from deam_mamba.engine import split_ids, train, validate
+    from deam_mamba.config.load import load_config
+    from deam_mamba.features.splits import split_ids
+    from deam_mamba.runs.checkpoint import checkpoint_paths, load_state
+    from deam_mamba.runs.run import load_run
+    from deam_mamba.train.loop import train, validate
 
     cfg = load_config(TINY, _overrides(synth_corpus, shared_cache(tmp_path_factory), "optim.ema_decay=0.8",
                                        "train.epochs=1"))
@@ -174,19 +175,24 @@ def test_ema_run_validates_and_saves_the_average(synth_corpus, tmp_path_factory)
     assert any(not torch.equal(saved[k], raw[k]) for k in saved if saved[k].is_floating_point())
     # the logged validation numbers are those of the saved (averaged) weights
     run = load_run(res.run_dir)
-    from deam_mamba.cache import FeatureCache
+    from deam_mamba.features.cache import FeatureCache
 
     cache = FeatureCache(cfg.data.cache, cfg.features)
     metrics = validate(cfg, run.model, cache, split_ids(cfg, cache)["val"], run.norm_stats, torch.device("cpu"))
     assert metrics["val_ccc_mean_1to9"] == pytest.approx(res.best_metrics["val_ccc_mean_1to9"], abs=1e-6)
+    # validation leaves the model in the mode it was given in
+    assert not run.model.training
+    run.model.train()
+    validate(cfg, run.model, cache, split_ids(cfg, cache)["val"], run.norm_stats, torch.device("cpu"))
+    assert run.model.training
 
 
 @pytest.mark.slow
 def test_resume_after_sigkill_reaches_the_same_result(synth_corpus, tmp_path_factory, tmp_path):
     """A run killed with SIGKILL mid-epoch and resumed ends bit-identical to an uninterrupted one."""
-    from deam_mamba.config import load_config
-    from deam_mamba.engine import train
-    from deam_mamba.runlog import start_training
+    from deam_mamba.config.load import load_config
+    from deam_mamba.train.launch import start_training
+    from deam_mamba.train.loop import train
 
     ovr = _overrides(synth_corpus, shared_cache(tmp_path_factory), "train.epochs=3", "train.save_every_steps=3",
                      "model.kwargs.drop_path_rate=0.1",  # drop path: the RNG state matters too
@@ -218,7 +224,7 @@ def test_resume_after_sigkill_reaches_the_same_result(synth_corpus, tmp_path_fac
     assert res.step == ref.step and res.epoch == ref.epoch
     a, b = _weights(ref.run_dir), _weights(killed)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    from deam_mamba.checkpoint import checkpoint_paths, load_state
+    from deam_mamba.runs.checkpoint import checkpoint_paths, load_state
 
     ra, rb = (load_state(checkpoint_paths(r, "last")[1])["raw_model"] for r in (ref.run_dir, killed))
     assert all(torch.equal(ra[k], rb[k]) for k in ra)
@@ -227,7 +233,7 @@ def test_resume_after_sigkill_reaches_the_same_result(synth_corpus, tmp_path_fac
     assert len(json.loads((killed / "meta.json").read_text())["resumed"]) == 1
     from safetensors.torch import load_file
 
-    from deam_mamba.pooling import pool_path
+    from deam_mamba.runs.checkpoint import pool_path
 
     pa, pb = (load_file(str(pool_path(r, res.best_metrics["step"]))) for r in (ref.run_dir, killed))
     assert pa.keys() == pb.keys() and all(torch.equal(pa[k], pb[k]) for k in pa)
@@ -237,7 +243,7 @@ def test_resume_after_sigkill_reaches_the_same_result(synth_corpus, tmp_path_fac
 @pytest.mark.slow
 def test_ddp_two_gloo_processes(synth_corpus, tmp_path_factory, tmp_path):
     """torchrun with 2 CPU processes: each rank trains on half the chunks, only rank 0 writes."""
-    from deam_mamba.checkpoint import load_run
+    from deam_mamba.runs.run import load_run
 
     run_dir = tmp_path / "ddp"
     ovr = _overrides(synth_corpus, shared_cache(tmp_path_factory), "train.epochs=1", "train.batch_size=4")
@@ -247,8 +253,9 @@ def test_ddp_two_gloo_processes(synth_corpus, tmp_path_factory, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     meta = json.loads((run_dir / "meta.json").read_text())
     assert meta["world_size"] == 2
-    from deam_mamba.config import load_config
-    from deam_mamba.engine import make_datasets, open_data
+    from deam_mamba.config.load import load_config
+    from deam_mamba.features.splits import open_data
+    from deam_mamba.train.loop import make_datasets
 
     cfg = load_config(TINY, ovr)
     _, cache, splits = open_data(cfg, build=False)

@@ -1,7 +1,19 @@
-"""deam-mamba: MambaVision models that predict music emotion (valence, arousal) on DEAM.
+"""deam-mamba: MambaVision models that listen to music and predict its valence and arousal.
 
-Flow: ``data/`` (find DEAM, decode audio, synthesize a corpus) -> ``features`` (log-mel)
--> ``cache`` (featurise once) -> ``models/`` (MambaVision, baselines) -> ``engine``
-(train/evaluate) -> ``metrics`` / ``report`` -> ``cli``.
+Stage folders, in the order data flows through them; a module imports only from its own stage or
+an earlier one (``python scripts/import_graph.py`` checks it, and ``tests/test_layout.py`` runs it):
+
+``core/``         errors, atomic I/O and strict JSON, label scales, seeding, malloc tuning, torchrun
+``config/``       the run's dataclasses (``schema``) and their YAML / ``key=value`` I/O (``load``)
+``data/``         finding DEAM, its annotations, audio decoding, problems, ``WaveDataset``
+``synth/``        the synthetic DEAM-shaped corpus
+``features/``     log-mel, the feature cache, chunking, a run's splits over the cache
+``models/``       selective scan (ref | fast | cuda), MambaVision, heads, registry, pretrained, build
+``runs/``         the run folder: checkpoints and pools, ``load_run``, the run log
+``inference/``    the predictor (audio -> song values + 2 Hz curve), files in, CSV/JSON out
+``evaluation/``   metrics, song-level scoring (one path), ``evaluate``, reports, baselines
+``train/``        the loop, losses, optimiser / EMA / schedule, attention-pool fit, launch
+``experiments/``  several stages at once: ``compare`` models side by side
+``cli``           the ``deam-mamba`` command
 """
 __version__ = "0.1.0"

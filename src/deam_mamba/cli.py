@@ -2,19 +2,24 @@
 
 Each subcommand is one ``_cmd_<name>(sub)`` function that adds its parser and sets
 ``func``; ``COMMANDS`` lists them. Library errors (:class:`DeamError`) print as one line.
+
+Each subcommand imports the library stage it calls inside its ``run`` function, on purpose: a
+command then loads only what it uses (``predict`` never loads the training or evaluation stages,
+``info`` never loads torch models), which keeps the start-up of every command short.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from deam_mamba.core.errors import ConfigError, DeamError
+from deam_mamba.core.io import to_json
 from deam_mamba.core.runtime import tune_malloc
-
 
 # --- subcommands --------------------------------------------------------------------------
 
@@ -36,7 +41,7 @@ def _cmd_evaluate(sub: argparse._SubParsersAction) -> None:
                    help="also fit the ridge baseline (mel statistics) on the same split and write comparison.md")
 
     def run(a: argparse.Namespace) -> int:
-        from deam_mamba.evaluate import evaluate_run, summary_lines
+        from deam_mamba.evaluation.evaluate import evaluate_run, summary_lines
 
         if a.ridge and a.split != "test":
             raise ConfigError("--ridge is fitted on the train+val songs: use it with --split test")
@@ -45,7 +50,8 @@ def _cmd_evaluate(sub: argparse._SubParsersAction) -> None:
         print("\n".join(summary_lines(m)))
         print(f"report: {m['paths'].get('report_md', m['paths'])}")
         if a.ridge:
-            from deam_mamba.compare import compare_run_with_ridge, summary_lines as table_lines
+            from deam_mamba.experiments.compare import compare_run_with_ridge
+            from deam_mamba.experiments.compare import summary_lines as table_lines
 
             out = Path(m["paths"]["report_md"]).parent
             rows = compare_run_with_ridge(a.run_dir, m, out, bootstrap=a.bootstrap)
@@ -71,7 +77,7 @@ def _cmd_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu")
 
     def run(a: argparse.Namespace) -> int:
-        from deam_mamba.inference import check_output_path, predict_paths, predictions_to_json, write_predictions
+        from deam_mamba.inference.files import check_output_path, predict_paths, predictions_to_json, write_predictions
 
         if a.out:
             check_output_path(a.out, force=a.force)  # fail before any work
@@ -107,7 +113,7 @@ def _cmd_compare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="overwrite a non-empty --out folder")
 
     def run(a: argparse.Namespace) -> int:
-        from deam_mamba.compare import run_comparison, summary_lines
+        from deam_mamba.experiments.compare import run_comparison, summary_lines
 
         models = [m.strip() for m in a.models.split(",") if m.strip()]
         res = run_comparison(a.config, a.overrides, models=models, out_dir=a.out, force=a.force,
@@ -124,15 +130,14 @@ def _cmd_synth(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="folder to create (must be absent or empty unless --force)")
     p.add_argument("--songs", type=int, default=200, help="45 s excerpts, ids <= 2000 (default 200)")
     p.add_argument("--seconds", type=float, default=45.0, help="excerpt length in seconds (default 45)")
-    p.add_argument("--full-songs", type=int, default=None, help="full-length songs, ids 2001.. (default 5%% of --songs)")
+    p.add_argument("--full-songs", type=int, default=None,
+                   help="full-length songs, ids 2001.. (default 5%% of --songs)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=None, help="parallel processes (default: all CPUs)")
     p.add_argument("--force", action="store_true", help="replace a non-empty --out folder")
 
     def run(a: argparse.Namespace) -> int:
-        import json
-
-        from deam_mamba.data.synth import synthesize
+        from deam_mamba.synth.corpus import synthesize
 
         root = synthesize(a.out, songs=a.songs, seconds=a.seconds, full_songs=a.full_songs, seed=a.seed,
                           workers=a.workers, force=a.force)
@@ -156,8 +161,6 @@ def _cmd_info(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="overwrite --problems-out if it exists")
 
     def run(a: argparse.Namespace) -> int:
-        import json
-
         from deam_mamba.data.deam import DEAMHandler, format_summary
 
         handler = DEAMHandler(a.data_root)
@@ -167,7 +170,7 @@ def _cmd_info(sub: argparse._SubParsersAction) -> None:
         if a.problems_out:
             handler.write_problems(a.problems_out, overwrite=a.force)
         if a.json:
-            print(json.dumps({"summary": summary, "problems": [p.to_dict() for p in handler.problems]}, indent=2))
+            print(to_json({"summary": summary, "problems": [p.to_dict() for p in handler.problems]}))
         else:
             print(format_summary(summary, handler.problems, max_problems=None if a.all else 50))
             if a.problems_out:
@@ -189,7 +192,7 @@ def _cmd_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--run-dir", help="exact folder for a new run (default: RUNS_DIR/<config>-<time>)")
 
     def run(args: argparse.Namespace) -> int:
-        from deam_mamba.runlog import start_training
+        from deam_mamba.train.launch import start_training
 
         res = start_training(args.config, args.overrides, resume=args.resume, out=args.out,
                              run_dir=args.run_dir, argv=sys.argv)
@@ -223,8 +226,8 @@ def _cmd_prepare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true")
 
     def run(a: argparse.Namespace) -> int:
-        from deam_mamba.cache import build_cache
-        from deam_mamba.features import FeatureConfig
+        from deam_mamba.config import FeatureConfig
+        from deam_mamba.features.cache import build_cache
 
         cfg = FeatureConfig(n_mels=a.n_mels, fmax=a.fmax, top_db=a.top_db or None)
         s = build_cache(a.data, a.cache, cfg, workers=a.workers, progress=not a.no_progress, force=a.force,

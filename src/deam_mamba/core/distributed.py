@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 import torch.distributed as dist
 from torch.utils.data import DistributedSampler
+
+from deam_mamba.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -111,3 +113,16 @@ class ResumableSampler(DistributedSampler):
 
     def __len__(self) -> int:
         return max(0, self.num_samples - self.skip)
+
+
+def resolve_device(name: str, info: DistInfo | None = None) -> torch.device:
+    """``auto`` -> ``cuda:LOCAL_RANK`` when CUDA is available, else ``cpu``."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(name)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"train.device={name} but CUDA is not available (use train.device=cpu)")
+        if dev.index is None:
+            dev = torch.device("cuda", info.local_rank if info else 0)
+    return dev

@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
+
+import numpy as np
 
 
 @contextmanager
@@ -39,19 +43,33 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def to_json(obj: Any, indent: int | None = 2) -> str:
+    """Strict JSON text of ``obj``: NaN and infinities become ``null`` (bare ``NaN`` is not JSON),
+    numpy scalars/arrays become numbers/lists, paths become strings."""
+    return json.dumps(_finite(obj), indent=indent, sort_keys=False, allow_nan=False)
+
+
 def atomic_write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+    """Write :func:`to_json` of ``obj`` atomically (with a final newline)."""
+    atomic_write_text(path, to_json(obj) + "\n")
 
 
-def _json_default(o: Any) -> Any:
-    import numpy as np
-
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
+def _finite(o: Any) -> Any:
+    """``o`` with every non-finite float replaced by None and numpy/path values made plain."""
+    if isinstance(o, dict):
+        return {(str(k) if isinstance(k, Path) else k): _finite(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_finite(v) for v in o]
     if isinstance(o, np.ndarray):
-        return o.tolist()
+        return _finite(o.tolist())
+    if isinstance(o, (bool, np.bool_)):
+        return bool(o)
+    if isinstance(o, (int, np.integer)):
+        return int(o)
+    if isinstance(o, (float, np.floating)):
+        return float(o) if math.isfinite(o) else None
     if isinstance(o, Path):
         return str(o)
+    if o is None or isinstance(o, str):
+        return o
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")

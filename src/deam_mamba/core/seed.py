@@ -5,12 +5,11 @@ import os
 import random
 
 import numpy as np
+import torch
 
 
 def seed_everything(seed: int, deterministic: bool = True) -> None:
     """Seed Python, NumPy and torch (CPU and CUDA); optionally ask torch for deterministic kernels."""
-    import torch
-
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)

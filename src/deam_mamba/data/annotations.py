@@ -2,8 +2,8 @@
 
 Two label scales live side by side and must never be mixed:
 
-* static, song level: ``STATIC_SCALE`` = (1, 9) — means and stds over raters;
-* dynamic, 2 Hz from 15 s: ``DYNAMIC_SCALE`` = (-1, 1).
+* static, song level: :data:`deam_mamba.core.scales.STATIC` (1-9) — means and stds over raters;
+* dynamic, 2 Hz from 15 s: :data:`deam_mamba.core.scales.DYNAMIC` ([-1, 1]).
 
 Parsing never drops data silently: every row that cannot be used becomes a :class:`Problem`.
 """
@@ -18,12 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from deam_mamba.core.errors import DatasetLayoutError
+from deam_mamba.core.scales import DYNAMIC, STATIC
 from deam_mamba.data.audio import AUDIO_EXTENSIONS
 
-STATIC_SCALE: tuple[float, float] = (1.0, 9.0)
-DYNAMIC_SCALE: tuple[float, float] = (-1.0, 1.0)
 STATIC_COLUMNS = ("valence_mean", "valence_std", "arousal_mean", "arousal_std")
-STD_RANGE: tuple[float, float] = (0.0, STATIC_SCALE[1] - STATIC_SCALE[0])
+STD_RANGE: tuple[float, float] = (0.0, STATIC.hi - STATIC.lo)
 AUDIO_DIR_NAME = "memd_audio"
 ANNOTATIONS_DIR_NAME = "annotations averaged per song"
 STATIC_GLOB = "static_annotations_averaged_songs_*.csv"
@@ -182,7 +181,7 @@ def check_static(sid: int, vals: dict[str, float], where: str) -> Problem | None
     bad_nan = [c for c, v in vals.items() if not math.isfinite(v)]
     if bad_nan:
         return Problem("nan_label", sid, where, f"song {sid}: {', '.join(bad_nan)} is NaN/empty")
-    lo, hi = STATIC_SCALE
+    lo, hi = STATIC.bounds
     bad = [f"{c}={v:g}" for c, v in vals.items() if c.endswith("_mean") and not lo <= v <= hi]
     bad += [f"{c}={v:g}" for c, v in vals.items() if c.endswith("_std") and not STD_RANGE[0] <= v <= STD_RANGE[1]]
     if bad:
@@ -232,7 +231,7 @@ def parse_dynamic(path: Path) -> tuple[np.ndarray, dict[int, np.ndarray], list[P
             values.pop(sid, None)
             continue
         seen.add(sid)
-        lo, hi = DYNAMIC_SCALE
+        lo, hi = DYNAMIC.bounds
         if np.any((v < lo) | (v > hi)):
             problems.append(Problem("dynamic_out_of_range", sid, where,
                                     f"song {sid}: dynamic values outside [-1, 1] in {path.name} "

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import warnings
-from typing import Iterable, Literal, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Literal
 
 import numpy as np
 import torch

@@ -2,8 +2,10 @@
 
 Labels come on two scales that must never be mixed in one loss:
 
-* :meth:`DEAMHandler.static_labels` — song-level means/stds on the **1–9** scale (``STATIC_SCALE``);
-* :meth:`DEAMHandler.dynamic_labels` — 2 Hz values from 15 s on the **[-1, 1]** scale (``DYNAMIC_SCALE``).
+* :meth:`DEAMHandler.static_labels` — song-level means/stds on the **1–9** scale
+  (:data:`deam_mamba.core.scales.STATIC`);
+* :meth:`DEAMHandler.dynamic_labels` — 2 Hz values from 15 s on the **[-1, 1]** scale
+  (:data:`deam_mamba.core.scales.DYNAMIC`).
 
 Inconsistencies (labels without audio, audio without labels, NaN or out-of-range labels,
 duplicate ids, unreadable CSV rows) are listed in :attr:`DEAMHandler.problems`; the songs they
@@ -13,20 +15,34 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import os
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
+from tqdm.auto import tqdm
 
-from deam_mamba.core.errors import (AudioDecodeError, ConfigError, DatasetLayoutError, DatasetNotFoundError, OutputExistsError,
-                      UnknownSongError)
-from deam_mamba.core.io import atomic_write_text
-from deam_mamba.data.annotations import (DYNAMIC_SCALE, STATIC_COLUMNS, STATIC_SCALE, Problem, check_static, locate,
-                          parse_dynamic, parse_static, scan_audio)
+from deam_mamba.core.errors import (
+    AudioDecodeError,
+    ConfigError,
+    DatasetLayoutError,
+    DatasetNotFoundError,
+    OutputExistsError,
+    UnknownSongError,
+)
+from deam_mamba.core.io import atomic_write_json, atomic_write_text
+from deam_mamba.core.scales import DYNAMIC, STATIC
+from deam_mamba.data.annotations import (
+    STATIC_COLUMNS,
+    Problem,
+    check_static,
+    locate,
+    parse_dynamic,
+    parse_static,
+    scan_audio,
+)
 from deam_mamba.data.audio import audio_info, load_audio, mp3_length_problem
 
 log = logging.getLogger(__name__)
@@ -35,7 +51,7 @@ KAGGLE_HANDLE = "imsparsh/deam-mediaeval-dataset-emotional-analysis-in-music"
 ENV_VAR = "DEAM_ROOT"
 OFFICIAL_TEST_IDS = (2001, 2058)  # MediaEval 2015 test songs; ids <= 2000 are the development set
 SPLITS = ("official2015", "random")
-__all__ = ["DEAMHandler", "Problem", "resolve_root", "STATIC_SCALE", "DYNAMIC_SCALE", "KAGGLE_HANDLE", "ENV_VAR"]
+__all__ = ["ENV_VAR", "KAGGLE_HANDLE", "DEAMHandler", "Problem", "resolve_root"]
 
 _WHAT_TO_DO = (f"Pass the folder explicitly (DEAMHandler(root=...) / deam-mamba info DATA_ROOT) or set "
                f"{ENV_VAR}=/path/to/deam. Without the real DEAM, make a synthetic one: "
@@ -264,9 +280,9 @@ class DEAMHandler:
             "n_by_year": {"2013 (2-1000)": sum(i <= 1000 for i in ids),
                           "2014 (1001-2000)": sum(1000 < i <= 2000 for i in ids),
                           "2015 (2001-2058)": sum(i > 2000 for i in ids)},
-            "static_scale": list(STATIC_SCALE),
+            "static_scale": list(STATIC.bounds),
             "static_labels": {c: _stats(v) for c, v in stat.items()},
-            "dynamic_scale": list(DYNAMIC_SCALE),
+            "dynamic_scale": list(DYNAMIC.bounds),
             "dynamic_labels": self._dynamic_stats(),
             "n_problems": len(self.problems),
             "problems_by_kind": self._problem_counts(),
@@ -291,8 +307,6 @@ class DEAMHandler:
         without a Xing header, of which libsndfile would silently decode only a part. Unreadable
         files are added to :attr:`problems` (kind ``unreadable_audio``) and leave :attr:`ids`.
         """
-        from tqdm.auto import tqdm
-
         durations: dict[int, float] = {}
         known = {(p.kind, p.song_id) for p in self.problems}
         for sid, path in tqdm(sorted(self._audio.items()), desc="checking audio", disable=not progress):
@@ -324,7 +338,7 @@ class DEAMHandler:
             writer.writerows(rows)
             atomic_write_text(path, buf.getvalue())
         else:
-            atomic_write_text(path, json.dumps(rows, indent=2) + "\n")
+            atomic_write_json(path, rows)
         return path
 
 

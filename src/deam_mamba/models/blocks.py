@@ -8,10 +8,9 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import DropPath, Mlp
-from torch import Tensor
+from torch import Tensor, nn
 
 from deam_mamba.models.scan import resolve_backend, selective_scan_fn
 

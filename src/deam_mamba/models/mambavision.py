@@ -8,9 +8,8 @@ doubles the channels between stages. Any ``H, W`` works (stages pad to the windo
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 from timm.layers import trunc_normal_
-from torch import Tensor
+from torch import Tensor, nn
 
 from deam_mamba.models.blocks import MambaVisionLayer, MambaVisionMixer, PatchEmbed
 from deam_mamba.models.scan import resolve_backend

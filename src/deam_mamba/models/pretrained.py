@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file
 from torch import Tensor
 
 from deam_mamba.core.errors import CheckpointError
@@ -32,8 +33,6 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
                               "mambavision_tiny_1k.pth.tar from huggingface.co/nvidia/MambaVision-T-1K)")
     try:
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
             obj: Any = load_file(str(path), device="cpu")
         else:
             obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -50,7 +49,7 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
                 break
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, Tensor) for v in obj.values()):
         raise CheckpointError(f"{path} holds no state dict of tensors (found {type(obj).__name__})")
-    return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in obj.items()}
+    return {(k.removeprefix("module.")): v for k, v in obj.items()}
 
 
 def _shapes(sd: dict[str, Tensor]) -> dict[str, tuple[int, ...]]:

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch.nn as nn
-from torch import Tensor
+from torch import Tensor, nn
 
 from deam_mamba.core.errors import ConfigError
 from deam_mamba.models.mambavision import MambaVision

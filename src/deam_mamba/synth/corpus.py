@@ -15,14 +15,13 @@
 ``songs`` excerpts get ids in DEAM's ranges (2..1000 with gaps such as 23, 26-28, and
 1001..2000) and last ``seconds`` (-0.4..+0.6) s; ``full_songs`` full-length songs get ids
 2001.. and last 60..120 s (scaled down when ``seconds`` < 45). Each song has a hidden
-valence/arousal trajectory (:mod:`deam_mamba.data.music`) that its music follows; dynamic
+valence/arousal trajectory (:mod:`deam_mamba.synth.music`) that its music follows; dynamic
 labels are that trajectory on [-1, 1] plus annotator noise, static labels separate whole-song
 ratings on 1..9. Per-song randomness comes from ``SeedSequence([seed, song_id])``, so the
 output does not depend on the number of workers.
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import multiprocessing
@@ -38,9 +37,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from deam_mamba.core.errors import ConfigError, OutputExistsError
+from deam_mamba.core.io import to_json
 from deam_mamba.core.runtime import tune_malloc
-from deam_mamba.data.mp3 import write_mp3
-from deam_mamba.data.music import hidden_trajectory, render_song
+from deam_mamba.synth.mp3 import write_mp3
+from deam_mamba.synth.music import hidden_trajectory, render_song
 
 log = logging.getLogger(__name__)
 
@@ -293,10 +293,10 @@ def synthesize(
         bar.close()
         results.sort(key=lambda r: r.song_id)
         _write_labels(tmp, results)
-        info = {"generator": "deam_mamba.data.synth", "version": SYNTH_VERSION, "seed": int(seed),
+        info = {"generator": "deam_mamba.synth.corpus", "version": SYNTH_VERSION, "seed": int(seed),
                 "songs": int(songs), "full_songs": int(full_songs), "seconds": float(seconds),
                 "song_ids": ids, "durations_s": {str(k): v for k, v in durations.items()}}  # fmt: skip
-        (tmp / "synth_info.json").write_text(json.dumps(info, indent=1) + "\n")
+        (tmp / "synth_info.json").write_text(to_json(info, indent=1) + "\n")
         _prepare_out(out_dir, force)  # again: something may have appeared there meanwhile
         _install(tmp, out_dir)
     except BaseException:

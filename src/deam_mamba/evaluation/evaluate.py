@@ -2,7 +2,7 @@
 
 Uses exactly what training used: the run's feature cache and split (from its resolved config), its
 training normalisation statistics, and the same song-level path as ``predict``
-(:class:`deam_mamba.inference.Predictor`: chunks with the evaluation hop, pooled per song: the mean,
+(:class:`deam_mamba.inference.predictor.Predictor`: chunks with the evaluation hop, pooled per song: the mean,
 or the run's fitted attention pool when its config says ``model.pooling: attention``;
 ``metrics["pooling"]`` says which).
 
@@ -20,11 +20,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
+from deam_mamba.config import Config
 from deam_mamba.core.errors import ConfigError, DeamError, OutputExistsError
-from deam_mamba.inference import DYNAMIC_SCALE, STATIC_SCALE, Predictor, SongPrediction, _get, run_chunking
+from deam_mamba.core.io import atomic_write_text
+from deam_mamba.core.scales import DYNAMIC
+from deam_mamba.evaluation.report import write_report
+from deam_mamba.evaluation.scoring import compute_metrics, predict_cached_songs
+from deam_mamba.features.cache import FeatureCache
+from deam_mamba.features.splits import open_data
+from deam_mamba.inference.predictor import Predictor, run_chunking
+from deam_mamba.runs.run import load_run
 
 log = logging.getLogger(__name__)
 
@@ -35,114 +40,21 @@ SPLITS = ("train", "val", "test")
 class SplitData:
     """The cache and the song ids of every split of a run (``splits[name] -> ids``)."""
 
-    cache: Any
+    cache: FeatureCache
     splits: dict[str, list[int]]
 
 
-def resolve_run_data(config: Any, build: bool = True) -> SplitData:
+def resolve_run_data(config: Config, build: bool = True) -> SplitData:
     """The run's feature cache and split ids, exactly as training opened them.
 
-    Goes through :func:`deam_mamba.engine.open_data`: same data root, split name and seed, and
+    Goes through :func:`deam_mamba.features.splits.open_data`: same data root, split name and seed, and
     the cache is rebuilt (only what is missing or stale) if it was moved or deleted since training.
     Split ids the cache lacks (skipped at prepare time) are logged there, not hidden.
     """
-    from deam_mamba.engine import open_data
-
-    data = _get(config, "data", None)
-    if not _get(data, "cache", None):
+    if not config.data.cache:
         raise ConfigError("the run's config has no data.cache: cannot find the features it was trained on")
     _handler, cache, splits = open_data(config, build=build)
     return SplitData(cache=cache, splits={k: [int(i) for i in v] for k, v in splits.items()})
-
-
-def predict_cached_songs(predictor: Predictor, cache: Any, ids: list[int], progress: bool = True
-                         ) -> dict[int, SongPrediction]:
-    """Song-level predictions from cached log-mels (``cache.features(id) -> [n_mels, F]`` dB)."""
-    from tqdm.auto import tqdm
-
-    out: dict[int, SongPrediction] = {}
-    for sid in tqdm(ids, desc="evaluate", unit="song", disable=not progress):
-        mel = torch.from_numpy(np.asarray(cache.features(sid), dtype=np.float32))
-        out[sid] = predictor.predict_features(predictor.normalise(mel), source=str(sid))
-    return out
-
-
-def static_truth(cache: Any, sid: int) -> tuple[float, float]:
-    """(valence_mean, arousal_mean) on 1-9 from the cache (dict- or array-shaped labels)."""
-    lab = cache.static_label(sid)
-    if isinstance(lab, dict):
-        return float(lab["valence_mean"]), float(lab["arousal_mean"])
-    arr = np.asarray(lab, dtype=np.float64).ravel()
-    return float(arr[0]), float(arr[1])
-
-
-def dynamic_truth(cache: Any, sid: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(times_s [K], values [K, 2])`` on [-1, 1] from the cache (K may be 0)."""
-    lab = cache.dynamic_labels(sid)
-    if isinstance(lab, dict):
-        t, v, a = lab["times_s"], lab["valence"], lab["arousal"]
-    else:
-        t, v, a = lab
-    return np.asarray(t, np.float64), np.stack([np.asarray(v, np.float64), np.asarray(a, np.float64)], axis=1)
-
-
-def compute_metrics(mode: str, cache: Any, preds: dict[int, SongPrediction], bootstrap: int = 1000,
-                    seed: int = 0) -> tuple[dict, Any, dict]:
-    """``(metrics, predictions table, dynamic curves)`` for the songs in ``preds``."""
-    import pandas as pd
-
-    from deam_mamba.metrics import mediaeval2015_metrics, regression_metrics
-
-    ids = sorted(preds)
-    if not ids:
-        raise DeamError("no songs to evaluate: the split is empty after removing songs missing from the cache")
-    metrics: dict[str, Any] = {"mode": mode, "n_songs": len(ids)}
-    curves: dict[int, dict[str, np.ndarray]] = {}
-    if mode == "static":
-        y = np.array([static_truth(cache, i) for i in ids])
-        p = np.array([[preds[i].valence, preds[i].arousal] for i in ids])
-        metrics["static"] = regression_metrics(y, p, scale=STATIC_SCALE, bootstrap=bootstrap, seed=seed)
-        for i in ids:
-            t, yv = dynamic_truth(cache, i)
-            curves[i] = _curve_record(preds[i], t, yv)
-    else:
-        true_c, pred_c, keep = {}, {}, []
-        for i in ids:
-            t, yv = dynamic_truth(cache, i)
-            if len(t) == 0:
-                continue
-            pc = _interp_curve(preds[i], t)
-            true_c[i], pred_c[i] = yv, pc
-            curves[i] = _curve_record(preds[i], t, yv)
-            keep.append(i)
-        if not keep:
-            raise DeamError("dynamic evaluation: none of the split's songs has dynamic annotations")
-        metrics["mediaeval2015"] = mediaeval2015_metrics(true_c, pred_c)
-        y = np.array([true_c[i].mean(axis=0) for i in keep])
-        p = np.array([pred_c[i].mean(axis=0) for i in keep])
-        metrics["dynamic_song_mean"] = regression_metrics(y, p, scale=DYNAMIC_SCALE, bootstrap=bootstrap,
-                                                          seed=seed)
-        ids = keep
-    scale = STATIC_SCALE if mode == "static" else DYNAMIC_SCALE
-    table = pd.DataFrame({
-        "song_id": ids,
-        "valence_true": y[:, 0], "arousal_true": y[:, 1],
-        "valence_pred": p[:, 0], "arousal_pred": p[:, 1],
-        "scale": scale,
-    })
-    return metrics, table, curves
-
-
-def _interp_curve(pred: SongPrediction, times: np.ndarray) -> np.ndarray:
-    return np.stack([np.interp(times, pred.curve_times_s, pred.curve_valence),
-                     np.interp(times, pred.curve_times_s, pred.curve_arousal)], axis=1)
-
-
-def _curve_record(pred: SongPrediction, t: np.ndarray, y: np.ndarray) -> dict[str, Any]:
-    return {"times_s": t, "true": y, "true_scale": DYNAMIC_SCALE,
-            "pred_times_s": pred.curve_times_s,
-            "pred": np.stack([pred.curve_valence, pred.curve_arousal], axis=1),
-            "pred_scale": pred.curve_scale}
 
 
 def default_out_dir(run_dir: Path, split: str) -> Path:
@@ -158,9 +70,6 @@ def evaluate_run(run_dir: str | Path, split: str = "test", out_dir: str | Path |
     The default folder inside the run is rewritten on each call; an explicit ``out_dir`` that already
     holds files is refused unless ``force``. Returns the metrics dict (with ``paths`` added).
     """
-    from deam_mamba.checkpoint import load_run
-    from deam_mamba.report import write_report
-
     run_dir = Path(run_dir)
     if split not in SPLITS:
         raise DeamError(f"unknown split {split!r}: choose one of {', '.join(SPLITS)}")
@@ -184,8 +93,6 @@ def evaluate_run(run_dir: str | Path, split: str = "test", out_dir: str | Path |
     history = run_dir / "log.csv"
     paths = write_report(out, metrics, table, history_csv=history if history.exists() else None,
                          dynamic_curves=shown or None)
-    from deam_mamba.core.io import atomic_write_text
-
     pred_csv = out / "predictions.csv"
     atomic_write_text(pred_csv, table.to_csv(index=False))
     metrics["paths"] = {**{k: str(v) for k, v in dict(paths).items()}, "predictions": str(pred_csv)}
@@ -215,7 +122,7 @@ def summary_lines(metrics: dict) -> list[str]:
         for dim in ("valence", "arousal"):
             d = me.get(dim, {})
             lines.append(f"  {dim:8s} MediaEval 2015: per-song RMSE {_val(d.get('rmse', {}).get('mean')):.3f}, "
-                         f"per-song r {_val(d.get('pearson_r', {}).get('mean')):.3f} (scale {DYNAMIC_SCALE})")
+                         f"per-song r {_val(d.get('pearson_r', {}).get('mean')):.3f} (scale {DYNAMIC.name})")
     return lines
 
 

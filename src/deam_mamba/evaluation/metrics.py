@@ -21,22 +21,31 @@ NaN or infinite inputs raise :class:`LabelError`; so do mismatched shapes.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 from deam_mamba.core.errors import ConfigError, LabelError
+from deam_mamba.core.scales import SCALES
 
 __all__ = [
-    "METRIC_NAMES", "SCALES", "mse", "rmse", "mae", "pearson_r", "ccc", "r2", "bootstrap_ci",
-    "regression_metrics", "mediaeval2015_metrics", "flat_metrics", "ccc_loss", "masked_mse",
+    "METRIC_NAMES",
+    "bootstrap_ci",
+    "ccc",
+    "flat_metrics",
+    "mae",
+    "mediaeval2015_metrics",
+    "mse",
+    "pearson_r",
+    "r2",
+    "regression_metrics",
+    "rmse",
 ]
 
 #: Metric names in report order.
 METRIC_NAMES: tuple[str, ...] = ("mse", "rmse", "mae", "pearson_r", "ccc", "r2")
-#: Known scale labels and the range the *true* values must lie in.
-SCALES: dict[str, tuple[float, float]] = {"1-9": (1.0, 9.0), "[-1, 1]": (-1.0, 1.0)}
 _SCALE_TOL = 1e-6
 
 
@@ -254,7 +263,7 @@ def bootstrap_ci(
 def _check_scale(y: np.ndarray, scale: str, what: str) -> None:
     if scale not in SCALES:
         return
-    lo, hi = SCALES[scale]
+    lo, hi = SCALES[scale].bounds
     if y.min() < lo - _SCALE_TOL or y.max() > hi + _SCALE_TOL:
         raise LabelError(
             f"{what} spans [{y.min():.4g}, {y.max():.4g}] but the scale is {scale!r} "
@@ -386,72 +395,13 @@ def mediaeval2015_metrics(
             "rmse": {
                 "mean": _num(R[:, d].mean()) if len(R) else None,
                 "std": _num(R[:, d].std()) if len(R) else None,
-                "n": int(len(R)),
+                "n": len(R),
             },
             "pearson_r": {
                 "mean": _num(r_ok.mean()) if len(r_ok) else None,
                 "std": _num(r_ok.std()) if len(r_ok) else None,
-                "n_defined": int(len(r_ok)),
+                "n_defined": len(r_ok),
                 "n_undefined": int(len(C) - len(r_ok)),
             },
         }
     return out
-
-
-# --- differentiable losses for the training engine -----------------------------------------
-
-
-def _flat_rows(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None):
-    """``[..., D]`` tensors (+ optional row mask ``[...]``) -> ``([M, D], [M, D])`` valid rows."""
-    if pred.shape != target.shape:
-        raise LabelError(f"shape mismatch: pred has shape {tuple(pred.shape)}, target {tuple(target.shape)}")
-    d = pred.shape[-1]
-    p, t = pred.reshape(-1, d), target.reshape(-1, d)
-    if mask is not None:
-        if tuple(mask.shape) != tuple(pred.shape[:-1]):
-            raise LabelError(f"mask shape {tuple(mask.shape)} must be {tuple(pred.shape[:-1])}")
-        m = mask.reshape(-1).bool()
-        p, t = p[m], t[m]
-    return p, t
-
-
-def ccc_loss(
-    pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None, eps: float = 1e-8,
-) -> torch.Tensor:
-    """Differentiable ``1 - CCC`` per dimension, averaged over dimensions (scalar in [0, 2]).
-
-    ``pred, target: [N, D]`` (or ``[B, K, D]`` with a row ``mask [B, K]`` selecting valid
-    steps). Population moments over the valid rows; ``eps`` keeps a batch with zero variance
-    finite. Scale-invariant in the sense that it works on normalised or label-scale targets.
-    """
-    p, t = _flat_rows(pred, target, mask)
-    if p.shape[0] == 0:
-        return pred.sum() * 0.0 + 1.0
-    mp, mt = p.mean(0), t.mean(0)
-    vp, vt = p.var(0, unbiased=False), t.var(0, unbiased=False)
-    cov = ((p - mp) * (t - mt)).mean(0)
-    c = 2.0 * cov / (vp + vt + (mp - mt) ** 2 + eps)
-    return (1.0 - c).mean()
-
-
-def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean squared error over valid elements. ``pred, target: [..., D]``; ``mask``: ``[...]`` (rows)
-    or ``[..., D]`` (elements), bool. Masked-out targets may be NaN (padding): they are replaced
-    before the subtraction, so they poison neither the loss nor its gradient. No valid element ->
-    a zero that still has a graph.
-    """
-    if pred.shape != target.shape:
-        raise LabelError(f"shape mismatch: pred has shape {tuple(pred.shape)}, target {tuple(target.shape)}")
-    if mask is None:
-        return ((pred - target) ** 2).mean()
-    m = mask.bool()
-    if m.shape == pred.shape[:-1]:
-        m = m.unsqueeze(-1).expand_as(pred)
-    elif m.shape != pred.shape:
-        raise LabelError(
-            f"mask shape {tuple(mask.shape)} must be {tuple(pred.shape[:-1])} or {tuple(pred.shape)}"
-        )
-    safe_t = torch.where(m, target, pred.detach())
-    sq = torch.where(m, (pred - safe_t) ** 2, torch.zeros_like(pred))
-    n = m.sum()
-    return sq.sum() / n.clamp(min=1)

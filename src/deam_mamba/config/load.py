@@ -1,4 +1,4 @@
-"""Training configuration: nested dataclasses, YAML in/out, dotted ``key=value`` overrides.
+"""Reading and writing configs: YAML in/out, dotted ``key=value`` overrides, dict <-> dataclass.
 
 ``load_config("configs/demo.yaml", ["optim.lr=3e-4", "train.epochs=5"])`` returns a validated
 :class:`Config`. Every value has a type (from the dataclass annotations); overrides are parsed as
@@ -7,169 +7,19 @@ the closest valid keys.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import types
 import typing
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
+from deam_mamba.config.schema import Config
 from deam_mamba.core.errors import ConfigError
-from deam_mamba.features import FeatureConfig
-
-MODES = ("static", "dynamic")
-POOLINGS = ("mean", "attention")
-SPLITS = ("official2015", "random")
-
-
-@dataclass
-class DataConfig:
-    """Where the songs and the feature cache live, and which split to use."""
-
-    root: str | None = None  # DEAM root; None -> DEAM_ROOT or kagglehub (DEAMHandler)
-    cache: str = "cache"  # feature cache dir, built on demand if missing or stale
-    split: str = "official2015"  # "official2015" | "random"
-    split_seed: int = 0
-    prepare_workers: int | None = None  # processes used to build the cache (None = all cores)
-    loader_workers: int = 0  # DataLoader worker processes (0 = in the training process)
-
-    def __post_init__(self) -> None:
-        if self.split not in SPLITS:
-            raise ConfigError(f"data.split must be one of {SPLITS}, got {self.split!r}")
-
-
-@dataclass
-class ChunkConfig:
-    """How songs are cut into fixed-length training/validation chunks (seconds)."""
-
-    chunk_seconds: float = 5.0
-    hop_seconds: float | None = None  # training hop; None = chunk_seconds (no overlap)
-    eval_hop_seconds: float | None = None  # validation/inference hop; None = hop_seconds, else chunk/2
-    random_offset: bool = False  # shift training chunks by a random multiple of 0.5 s each epoch
-    augment: dict[str, Any] | None = None  # None = off; {} = default Augment (gain, time/freq masks)
-
-    def __post_init__(self) -> None:
-        if self.chunk_seconds <= 0:
-            raise ConfigError(f"chunks.chunk_seconds must be > 0, got {self.chunk_seconds}")
-        for name in ("hop_seconds", "eval_hop_seconds"):
-            v = getattr(self, name)
-            if v is not None and v <= 0:
-                raise ConfigError(f"chunks.{name} must be > 0 or null, got {v}")
-
-
-@dataclass
-class AttentionConfig:
-    """The attention-pooling head (``model.pooling: attention``), fitted after chunk training on the
-    frozen best backbone's chunk embeddings (see :mod:`deam_mamba.pooling`)."""
-
-    hidden: int = 64  # width of the scoring MLP
-    epochs: int = 300  # full-batch AdamW steps; the one with the best validation CCC is kept
-    lr: float = 3e-3
-    weight_decay: float = 1e-2
-
-    def __post_init__(self) -> None:
-        if self.hidden < 1 or self.epochs < 0 or self.lr <= 0:
-            raise ConfigError(f"model.attention needs hidden >= 1, epochs >= 0 and lr > 0, got {self}")
-
-
-@dataclass
-class ModelConfig:
-    """Which registered model to build (``deam_mamba.models.create_model``) and its overrides."""
-
-    name: str = "mambavision_audio"
-    kwargs: dict[str, Any] = field(default_factory=dict)  # passed to create_model
-    pooling: str = "mean"  # song-level pooling: "mean" of chunk predictions | "attention" (static mode)
-    attention: AttentionConfig = field(default_factory=AttentionConfig)
-
-    def __post_init__(self) -> None:
-        if self.pooling not in POOLINGS:
-            raise ConfigError(f"model.pooling must be one of {POOLINGS}, got {self.pooling!r}")
-
-
-@dataclass
-class OptimConfig:
-    """AdamW with linear warm-up then cosine decay to ``lr * min_lr_ratio``."""
-
-    lr: float = 1e-3
-    weight_decay: float = 0.05
-    beta1: float = 0.9
-    beta2: float = 0.999
-    warmup_steps: int = 100
-    min_lr_ratio: float = 0.01
-    grad_clip: float | None = 1.0  # max global grad norm; None = no clipping
-    # exponential moving average of the weights (and BatchNorm statistics), updated every step:
-    # 0 = off; e.g. 0.99 averages over ~100 steps. When on, validation, `best` and every saved
-    # weights file use the averaged model; the raw weights live in the state file (for --resume).
-    ema_decay: float = 0.0
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ConfigError(f"optim.ema_decay must be in [0, 1) (0 = off), got {self.ema_decay}")
-
-
-@dataclass
-class LossConfig:
-    """Loss = mse_weight * MSE + ccc_weight * (1 - CCC), on normalised targets."""
-
-    name: str = "mse"  # "mse" | "ccc" | "mse+ccc" (weights below)
-    mse_weight: float = 1.0
-    ccc_weight: float = 1.0
-
-    def __post_init__(self) -> None:
-        if self.name not in ("mse", "ccc", "mse+ccc"):
-            raise ConfigError(f"loss.name must be 'mse', 'ccc' or 'mse+ccc', got {self.name!r}")
-
-    def weights(self) -> tuple[float, float]:
-        """(mse weight, ccc weight) actually used."""
-        if self.name == "mse":
-            return 1.0, 0.0
-        if self.name == "ccc":
-            return 0.0, 1.0
-        return self.mse_weight, self.ccc_weight
-
-
-@dataclass
-class TrainConfig:
-    """Loop length, batch, seed, device, early stopping and checkpoint cadence."""
-
-    epochs: int = 20
-    batch_size: int = 32
-    eval_batch_size: int = 64
-    seed: int = 0
-    device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
-    bf16: bool = False  # bf16 autocast (CUDA only; ignored on CPU)
-    patience: int = 5  # epochs without val improvement before stopping; 0 = never stop early
-    min_delta: float = 0.0
-    save_every_steps: int = 0  # also write `last` every N optimiser steps (0 = only each epoch)
-    log_every_steps: int = 10
-    max_steps: int | None = None  # stop after this many optimiser steps (tests, smoke runs)
-    threads: int | None = None  # torch.set_num_threads on CPU (None = leave as is)
-    progress: bool = True  # tqdm progress bars
-
-
-@dataclass
-class Config:
-    """Everything one training run needs; written resolved into ``RUN_DIR/config.yaml``."""
-
-    mode: str = "static"  # "static" (song means, 1-9) | "dynamic" (2 Hz curves, [-1, 1])
-    data: DataConfig = field(default_factory=DataConfig)
-    features: FeatureConfig = field(default_factory=FeatureConfig)
-    chunks: ChunkConfig = field(default_factory=ChunkConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-
-    def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ConfigError(f"mode must be one of {MODES}, got {self.mode!r}")
-        if self.model.pooling == "attention" and self.mode != "static":
-            raise ConfigError("model.pooling=attention pools song-level (static) targets; dynamic runs predict "
-                              "2 Hz curves per chunk: use model.pooling=mean with mode=dynamic")
-
+from deam_mamba.core.io import atomic_write_text
 
 # --- dict <-> dataclass -------------------------------------------------------------------
 
@@ -305,8 +155,6 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     Keys must exist in :class:`Config` (free-form dicts such as ``model.kwargs`` accept new
     sub-keys: ``model.kwargs.depths=[1,1,2,1]``). Returns a new dict.
     """
-    import copy
-
     data = copy.deepcopy(data)
     valid = _all_keys()
     for item in overrides:
@@ -383,6 +231,4 @@ def dump_config(cfg: Config) -> str:
 
 def save_config(cfg: Config, path: str | Path) -> None:
     """Write ``dump_config(cfg)`` atomically."""
-    from deam_mamba.core.io import atomic_write_text
-
     atomic_write_text(path, dump_config(cfg))

@@ -15,6 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from deam_mamba.data.audio import load_audio
+from deam_mamba.data.deam import DEAMHandler
+
 log = logging.getLogger(__name__)
 
 SR = 16_000
@@ -40,15 +43,11 @@ def song_features(wave: np.ndarray, sr: int = SR) -> np.ndarray:
 
 
 def _features_of(path: str) -> np.ndarray:
-    from deam_mamba.data.audio import load_audio
-
     return song_features(load_audio(path, SR, mono=True)[0], SR)
 
 
 def corpus_features(root: str | Path, workers: int = 1) -> tuple[list[int], np.ndarray, np.ndarray]:
     """``(ids, X [N, F], Y [N, 2])`` for every song of a DEAM-layout root; Y = static (valence, arousal)."""
-    from deam_mamba.data.deam import DEAMHandler
-
     h = DEAMHandler(root=root)
     ids = list(h.ids)
     paths = [str(h.audio_path(i)) for i in ids]
@@ -70,7 +69,7 @@ def learnability(x: np.ndarray, y: np.ndarray, folds: int = 5, seed: int = 0) ->
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    out: dict = {"n_songs": int(len(y)), "features": FEATURE_NAMES, "ridge_r2": {}, "feature_r": {}}
+    out: dict = {"n_songs": len(y), "features": FEATURE_NAMES, "ridge_r2": {}, "feature_r": {}}
     cv = KFold(n_splits=min(folds, len(y)), shuffle=True, random_state=seed)
     for j, name in enumerate(("valence", "arousal")):
         model = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-2, 3, 12)))

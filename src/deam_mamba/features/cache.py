@@ -27,17 +27,23 @@ import os
 import sys
 import time
 from collections import OrderedDict
+from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
+import torch
+from tqdm.auto import tqdm
 
+from deam_mamba.config import FeatureConfig
 from deam_mamba.core.errors import CacheError, DeamError, OutputExistsError, UnknownSongError
-from deam_mamba.features import FeatureConfig, NormStats, compute_norm_stats, mel_filters
 from deam_mamba.core.io import atomic_path, atomic_write_json, atomic_write_text
 from deam_mamba.core.runtime import release_free_memory
+from deam_mamba.data.audio import load_audio
+from deam_mamba.data.deam import DEAMHandler
+from deam_mamba.features.logmel import LogMel, NormStats, compute_norm_stats, mel_filters
 
 log = logging.getLogger(__name__)
 
@@ -76,10 +82,6 @@ _WORKER: dict[str, Any] = {}
 
 def _init_worker(cfg_dict: dict[str, Any], threads: int = 1) -> None:
     """Per worker process: one torch thread (workers are the parallelism), one LogMel module."""
-    import torch
-
-    from deam_mamba.features import LogMel
-
     torch.set_num_threads(threads)
     cfg = FeatureConfig.from_dict(cfg_dict)
     _WORKER["cfg"] = cfg
@@ -92,10 +94,6 @@ def _featurise_job(job: tuple[int, str, str]) -> dict[str, Any]:
     Returns ``{song_id, frames, sha1, bytes, duration_s}`` or ``{song_id, error}`` for audio
     that cannot be decoded / is too short. Any other exception propagates (a bug, not bad data).
     """
-    import torch
-
-    from deam_mamba.data.audio import load_audio
-
     song_id, audio, out = job
     cfg: FeatureConfig = _WORKER["cfg"]
     try:
@@ -189,8 +187,6 @@ def build_cache(
     reasons, seconds, songs/s). Raises :class:`CacheError` if a worker process dies; everything
     finished before that is kept.
     """
-    from deam_mamba.data.deam import DEAMHandler
-
     cfg = cfg or FeatureConfig()
     handler = data_root_or_handler if hasattr(data_root_or_handler, "audio_path") else DEAMHandler(data_root_or_handler)
     cache_dir = Path(cache_dir).expanduser().absolute()
@@ -256,7 +252,6 @@ def build_cache(
     n_workers = (os.cpu_count() or 1) if workers is None else int(workers)
     mel_filters(cfg)  # import librosa's filters once here, not once per forked worker
     save()
-    from tqdm.auto import tqdm
 
     bar = tqdm(total=len(jobs), desc=f"prepare {cfg.key()}", unit="song", disable=not progress)
     try:
@@ -303,8 +298,6 @@ def build_cache(
 
 
 def _torch_threads() -> int:
-    import torch
-
     return torch.get_num_threads()
 
 
@@ -464,7 +457,6 @@ class FeatureCache:
                 return NormStats.from_dict(json.loads(path.read_text())["stats"])
             except (OSError, ValueError, KeyError, DeamError) as exc:
                 log.warning("ignoring unreadable %s (%s): recomputing", path, exc)
-        from tqdm.auto import tqdm
 
         stats = compute_norm_stats(self.features(i) for i in tqdm(ids, desc="norm stats", disable=not progress))
         try:

@@ -5,7 +5,7 @@ A song's cached log-mel ``[n_mels, F]`` (100 frames/s by default) is cut into ch
 rounded down to the 0.5 s annotation grid) so the tail is not lost. A song shorter than one chunk
 gives one chunk, padded on the right (``valid_frames`` and ``y_dyn_mask`` say where). Chunk slot
 ``k`` of the dynamic labels is the time ``start_s + k / 2`` s (``K = 2 * chunk_seconds`` slots),
-the convention :mod:`deam_mamba.inference` uses to put predictions back on the song's timeline.
+the convention :mod:`deam_mamba.inference.predictor` uses to put predictions back on the song's timeline.
 
 Items (dicts, default ``collate`` stacks them):
   ``x``: ``[1, n_mels, chunk_frames]`` float32 (dB, or normalised when ``norm`` is given);
@@ -17,15 +17,16 @@ Items (dicts, default ``collate`` stacks them):
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
 from deam_mamba.core.errors import ConfigError, UnknownSongError
-from deam_mamba.features import NormStats
+from deam_mamba.features.logmel import NormStats
 
 ANNOTATION_HZ = 2.0  # DEAM's dynamic annotations: one value every 0.5 s
 
@@ -41,6 +42,40 @@ def chunk_starts(n_frames: int, chunk_frames: int, hop_frames: int, align_frames
     if last > starts[-1]:
         starts.append(last)
     return starts
+
+
+def make_chunks(feats: torch.Tensor, chunk_frames: int, hop_frames: int, pad_value: float = 0.0,
+                align_frames: int = 1) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    """Cut ``feats [n_mels, F]`` into ``[N, 1, n_mels, chunk_frames]``.
+
+    Returns ``(chunks, start_frames [N], valid_frames [N])``; a song shorter than one chunk is padded
+    on the right with ``pad_value`` (0 = the training mean once normalised).
+    """
+    starts, valid = chunk_layout(int(feats.shape[-1]), chunk_frames, hop_frames, align_frames)
+    return slice_chunks(feats, starts, chunk_frames, pad_value), starts, valid
+
+
+def chunk_layout(n_frames: int, chunk_frames: int, hop_frames: int, align_frames: int = 1
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """``(start_frames [N], valid_frames [N])`` of the chunks of a song of ``n_frames`` frames."""
+    if chunk_frames <= 0 or hop_frames <= 0 or align_frames <= 0:
+        raise ValueError(f"chunk_frames ({chunk_frames}), hop_frames ({hop_frames}) and align_frames "
+                         f"({align_frames}) must be > 0")
+    starts = np.asarray(chunk_starts(n_frames, chunk_frames, hop_frames, align_frames), dtype=np.int64)
+    return starts, np.minimum(n_frames - starts, chunk_frames)
+
+
+def slice_chunks(feats: torch.Tensor, starts: np.ndarray, chunk_frames: int, pad_value: float = 0.0
+                 ) -> torch.Tensor:
+    """``feats [n_mels, F]`` -> ``[len(starts), 1, n_mels, chunk_frames]`` (right-padded if F is short)."""
+    n_mels, n_frames = feats.shape
+    if n_frames < chunk_frames:
+        padded = feats.new_full((n_mels, chunk_frames), pad_value)
+        padded[:, :n_frames] = feats
+        feats = padded
+    idx = torch.as_tensor(np.asarray(starts, dtype=np.int64))[:, None] + torch.arange(chunk_frames)[None, :]
+    return feats[:, idx].permute(1, 0, 2).unsqueeze(1).contiguous()
+
 
 
 @dataclass
@@ -91,7 +126,7 @@ class Augment:
 class ChunkDataset(Dataset):
     """Chunks of cached songs (see the module docstring for the item layout).
 
-    ``cache``: a :class:`~deam_mamba.cache.FeatureCache` (or anything with ``features``,
+    ``cache``: a :class:`~deam_mamba.features.cache.FeatureCache` (or anything with ``features``,
     ``static_label``, ``dynamic_labels``, ``frames_per_second``). ``chunk_seconds``: 3..10, a multiple
     of 0.5. ``hop_seconds``: None = ``chunk_seconds``. ``norm``: training statistics applied to ``x``.
     ``augment``: an :class:`Augment`, or None. ``random_offset``: shift each chunk by a random

@@ -18,6 +18,7 @@ import struct
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 
 try:
     import lameenc
@@ -113,8 +114,6 @@ def encode_mp3(audio: np.ndarray) -> bytes:
 def write_mp3(path: str | Path, audio: np.ndarray) -> None:
     """Write ``audio [T, 2]`` float32 at 44.1 kHz to ``path`` as CBR MP3 (libsndfile if no lameenc)."""
     if lameenc is None:
-        import soundfile as sf
-
         sf.write(str(path), audio, SAMPLE_RATE, format="MP3")
         return
     Path(path).write_bytes(encode_mp3(audio))

@@ -7,6 +7,7 @@ TensorBoard events past the resumed step are purged (``SummaryWriter(purge_step=
 from __future__ import annotations
 
 import csv
+import importlib.metadata as md
 import io
 import json
 import logging
@@ -17,7 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from deam_mamba.config import Config, dump_config
+from deam_mamba.config import Config
+from deam_mamba.config.load import dump_config
 from deam_mamba.core.io import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -39,8 +41,6 @@ def git_commit() -> str | None:
 
 def library_versions() -> dict[str, str]:
     """Versions of Python and the libraries that shape the numbers."""
-    import importlib.metadata as md
-
     out = {"python": platform.python_version(), "platform": platform.platform()}
     for name in ("deam-mamba", "torch", "timm", "numpy", "librosa", "soundfile", "safetensors", "scikit-learn"):
         try:
@@ -113,37 +113,3 @@ def history_csv(history: list[dict[str, float]]) -> str:
     for row in history:
         w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
     return buf.getvalue()
-
-
-def start_training(config: str | Path | None, overrides: list[str], resume: str | Path | None = None,
-                   out: str | Path = "runs", run_dir: str | Path | None = None, argv: list[str] | None = None):
-    """What ``deam-mamba train`` does: resolve the config and the run folder, then train.
-
-    * ``resume=RUN_DIR``: the config is the run's own ``config.yaml`` (``overrides`` still apply,
-      e.g. ``train.epochs=30`` to extend a run); training continues from its ``last`` checkpoint.
-    * otherwise ``config`` (YAML) + ``overrides``; the run goes to ``run_dir`` or to a new folder
-      ``out/<config name>-<UTC time>``. An existing run folder is never overwritten.
-    """
-    from deam_mamba.config import apply_overrides, config_from_dict, load_config
-    from deam_mamba.engine import train
-    from deam_mamba.core.errors import ConfigError
-
-    if resume is not None:
-        rd = Path(resume)
-        if not (rd / "config.yaml").is_file():
-            raise ConfigError(f"--resume {rd}: no config.yaml there (not a run folder written by `deam-mamba train`)")
-        import yaml
-
-        data = yaml.safe_load((rd / "config.yaml").read_text(encoding="utf-8"))
-        cfg = config_from_dict(apply_overrides(data, overrides))
-        if overrides:
-            log.warning("resuming with overrides %s: results may differ from an uninterrupted run", overrides)
-            atomic_write_text(rd / "config.yaml", dump_config(cfg))
-        return train(cfg, rd, resume=True, argv=argv)
-    if config is None:
-        raise ConfigError("give --config configs/NAME.yaml (or --resume RUN_DIR to continue a run)")
-    cfg = load_config(config, overrides)
-    if run_dir is None:
-        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-        run_dir = Path(out) / f"{Path(config).stem}-{stamp}"
-    return train(cfg, Path(run_dir), resume=False, argv=argv)

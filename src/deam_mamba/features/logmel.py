@@ -9,104 +9,26 @@ is memory-bound (and a batch of clips at once is worse). ``LogMel`` instead walk
 blocks of ``block_frames`` frames: frame view -> window -> ``rfft`` -> square (in place) -> one
 matmul with the mel filters duplicated over the real/imaginary halves (power and mel projection
 fused), so every intermediate stays in cache; the blocks are shared among threads (see
-``_mel_power_blocked``). On other devices (CUDA) the whole batch goes through ``torch.stft`` at once.
+``LogMel._logmel_blocked``). On other devices (CUDA) the whole batch goes through ``torch.stft`` at once.
 """
 from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
-import json
 import math
 import os
 import threading
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, fields
-from typing import Any, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from deam_mamba.config.schema import FeatureConfig
 from deam_mamba.core.errors import ConfigError
-
-#: Bump when the computation changes in a way that changes stored features (invalidates caches).
-FEATURE_VERSION = 1
-
-
-@dataclass(frozen=True)
-class FeatureConfig:
-    """Log-mel settings. Everything here changes the features, so everything is in :meth:`key`.
-
-    sample_rate: Hz the audio is resampled to; n_fft: window and FFT length (samples);
-    hop_length: samples between frames (160 at 16 kHz = 10 ms, 100 frames/s);
-    n_mels: mel bands (64..128); fmin/fmax: Hz (fmax None = sample_rate / 2);
-    top_db: dynamic range floor below each clip's maximum (None = no floor);
-    amin: power floor before log10; pad_mode: "reflect" or "constant" for centred frames.
-    """
-
-    sample_rate: int = 16_000
-    n_fft: int = 1024
-    hop_length: int = 160
-    n_mels: int = 128
-    fmin: float = 0.0
-    fmax: float | None = 8000.0
-    top_db: float | None = 80.0
-    amin: float = 1e-10
-    pad_mode: str = "reflect"
-
-    def __post_init__(self) -> None:
-        if int(self.sample_rate) <= 0:
-            raise ConfigError(f"sample_rate must be positive, got {self.sample_rate}")
-        if not 64 <= int(self.n_mels) <= 128:
-            raise ConfigError(f"n_mels must be in 64..128, got {self.n_mels}")
-        if int(self.n_fft) < 16:
-            raise ConfigError(f"n_fft must be at least 16, got {self.n_fft}")
-        if not 0 < int(self.hop_length) <= int(self.n_fft):
-            raise ConfigError(f"hop_length must be in 1..n_fft ({self.n_fft}), got {self.hop_length}")
-        nyquist = self.sample_rate / 2
-        fmax = nyquist if self.fmax is None else float(self.fmax)
-        if not 0.0 <= float(self.fmin) < fmax <= nyquist:
-            raise ConfigError(
-                f"need 0 <= fmin < fmax <= sample_rate/2 ({nyquist:g} Hz), got fmin={self.fmin}, fmax={self.fmax}"
-            )
-        if self.top_db is not None and not float(self.top_db) > 0:
-            raise ConfigError(f"top_db must be positive or None, got {self.top_db}")
-        if not float(self.amin) > 0:
-            raise ConfigError(f"amin must be positive, got {self.amin}")
-        if self.pad_mode not in ("reflect", "constant"):
-            raise ConfigError(f"pad_mode must be 'reflect' or 'constant', got {self.pad_mode!r}")
-
-    @property
-    def frames_per_second(self) -> float:
-        """Feature frames per second of audio (100.0 for 16 kHz / hop 160)."""
-        return self.sample_rate / self.hop_length
-
-    def n_frames(self, n_samples: int) -> int:
-        """Number of centred frames for ``n_samples`` samples (``1 + n_samples // hop_length``)."""
-        return 1 + int(n_samples) // self.hop_length
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "FeatureConfig":
-        """Build from a dict (e.g. a checkpoint or cache index); unknown keys are an error."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"unknown feature setting(s) {unknown}; known: {sorted(known)}")
-        return cls(**d)
-
-    def key(self) -> str:
-        """Stable short id of these settings, e.g. ``mel128-sr16000-hop160-3f9a0c1b2d``.
-
-        Equal configs give equal keys across runs and machines; any change gives a new key.
-        """
-        payload = {k: (float(v) if isinstance(v, float) else v) for k, v in self.to_dict().items()}
-        payload["_version"] = FEATURE_VERSION
-        digest = hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
-        return f"mel{self.n_mels}-sr{self.sample_rate}-hop{self.hop_length}-{digest}"
 
 
 @functools.lru_cache(maxsize=16)
@@ -359,7 +281,7 @@ class NormStats:
         return {"mean": self.mean.tolist(), "std": self.std.tolist(), "count": int(self.count)}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "NormStats":
+    def from_dict(cls, d: dict[str, Any]) -> NormStats:
         try:
             return cls(mean=np.asarray(d["mean"]), std=np.asarray(d["std"]), count=int(d.get("count", 0)))
         except KeyError as exc:
@@ -400,7 +322,7 @@ def compute_norm_stats(arrays: Iterable[np.ndarray], min_std: float = 1e-3) -> N
     return NormStats(mean=mean, std=np.maximum(std, min_std), count=count)
 
 
-def frames_to_seconds(frames: int | float, cfg: FeatureConfig) -> float:
+def frames_to_seconds(frames: float, cfg: FeatureConfig) -> float:
     """Start time in seconds of frame index ``frames`` (centred frames: frame i is at i*hop/sr)."""
     return float(frames) * cfg.hop_length / cfg.sample_rate
 

@@ -16,22 +16,31 @@ from __future__ import annotations
 import json
 import logging
 import random
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 from torch import nn
 
-from deam_mamba.config import Config, config_from_dict, config_to_dict
+from deam_mamba.config import Config
+from deam_mamba.config.load import config_to_dict
 from deam_mamba.core.errors import CheckpointError
-from deam_mamba.core.io import atomic_path, atomic_write_json
+from deam_mamba.core.io import atomic_path, atomic_write_json, to_json
+from deam_mamba.models.heads import AttentionPool
 
 log = logging.getLogger(__name__)
 
 CKPT_DIR = "checkpoints"
 POINTERS = ("last", "best")
+POOL_PREFIX = "pool_"  # pool_stepNNNNNNNN.safetensors belongs to stepNNNNNNNN.safetensors
+POOL_FORMAT = "deam-mamba-pool/1"
+
+
+def _stem(step: int) -> str:
+    return f"step{step:08d}"
 
 
 # --- RNG state (kept as plain tensors/tuples so the state file loads with weights_only) ---
@@ -79,11 +88,9 @@ def save_checkpoint(
     safetensors header (``config``, ``feature_config``, ``norm_stats``, ``mode``). Returns the
     weights path.
     """
-    from safetensors.torch import save_file
-
     ckpt = Path(run_dir) / CKPT_DIR
     ckpt.mkdir(parents=True, exist_ok=True)
-    stem = f"step{step:08d}"
+    stem = _stem(step)
     weights, state_file = ckpt / f"{stem}.safetensors", ckpt / f"{stem}.state.pt"
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     with atomic_path(weights) as tmp:
@@ -107,8 +114,8 @@ def _prune(ckpt: Path) -> None:
     for f in list(ckpt.glob("step*.safetensors")) + list(ckpt.glob("step*.state.pt")):
         if f.name not in keep:
             f.unlink(missing_ok=True)
-    for f in ckpt.glob("pool_step*.safetensors"):  # attention pools of weights no longer kept
-        if f.name[len("pool_"):] not in keep:
+    for f in ckpt.glob(f"{POOL_PREFIX}step*.safetensors"):  # attention pools of weights no longer kept
+        if f.name[len(POOL_PREFIX):] not in keep:
             f.unlink(missing_ok=True)
 
 
@@ -144,9 +151,6 @@ def checkpoint_paths(run_dir: str | Path, which: str = "last") -> tuple[Path, Pa
 
 def load_weights(model: nn.Module, weights: Path) -> dict[str, str]:
     """Load safetensors ``weights`` into ``model`` (strict); returns the stored metadata."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
     try:
         tensors = load_file(str(weights))
         with safe_open(str(weights), framework="pt") as fh:
@@ -174,16 +178,6 @@ def load_state(state: Path) -> dict[str, Any]:
         raise CheckpointError(f"cannot read training state {state}: {exc}") from exc
 
 
-def read_run_config(run_dir: str | Path) -> Config:
-    """The resolved config saved in ``RUN_DIR/config.yaml``."""
-    import yaml
-
-    path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
-        raise CheckpointError(f"{path} not found: {run_dir} is not a training run folder")
-    return config_from_dict(yaml.safe_load(path.read_text(encoding="utf-8")))
-
-
 def checkpoint_meta(cfg: Config, norm_stats: Any | None) -> dict[str, str]:
     """String metadata stored inside every weights file (self-describing checkpoints)."""
     return {
@@ -195,89 +189,34 @@ def checkpoint_meta(cfg: Config, norm_stats: Any | None) -> dict[str, str]:
     }
 
 
-# --- the inference-facing API ---------------------------------------------------------------
+# --- attention pools (fitted per backbone step) ---------------------------------------
 
 
-@dataclass
-class LoadedRun:
-    """A trained run ready for inference (see :func:`load_run`).
-
-    ``model`` maps normalised log-mel chunks ``[B, 1, n_mels, frames]`` (``norm_stats`` applied)
-    to ``[B, 2]`` static outputs on the normalised scale ``(y - 5) / 4`` (``mode == "static"``) or
-    ``[B, 2 * K]`` dynamic outputs on [-1, 1] (``mode == "dynamic"``, ``K`` 2 Hz points per
-    chunk at ``start + k / 2`` s, valence/arousal interleaved: ``out.view(B, K, 2)``).
-    ``best_metrics`` are the validation metrics of the ``best`` checkpoint (names carry the
-    scale: ``_1to9`` or ``_pm1``).
-    """
-
-    model: nn.Module
-    config: Config
-    norm_stats: Any | None
-    feature_config: Any
-    mode: str
-    step: int
-    best_metrics: dict[str, float]
-    run_dir: Path
-    pool: nn.Module | None = None  # fitted AttentionPool when config.model.pooling == "attention"
-    pooling: str = "mean"
+def pool_path(run_dir: str | Path, step: int) -> Path:
+    """The attention pool fitted on the backbone of ``step``: ``checkpoints/pool_stepNNNNNNNN.safetensors``."""
+    return Path(run_dir) / CKPT_DIR / f"{POOL_PREFIX}{_stem(step)}.safetensors"
 
 
-def dyn_points_per_chunk(chunk_seconds: float) -> int:
-    """K: the 2 Hz dynamic annotation points a chunk of ``chunk_seconds`` holds (at start + k/2 s)."""
-    return max(1, int(round(chunk_seconds * 2.0)))
+def save_pool(path: Path, pool: AttentionPool, meta: dict[str, Any]) -> None:
+    """Atomically write the pool's tensors and JSON metadata (``dim``, ``hidden``, metrics...)."""
+    info = {"format": POOL_FORMAT, "dim": pool.dim, "num_outputs": pool.num_outputs, "hidden": pool.hidden, **meta}
+    tensors = {k: v.detach().cpu().contiguous() for k, v in pool.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"pool": to_json(info, indent=None)})
 
 
-def num_outputs(cfg: Config) -> int:
-    """Model output size: 2 (static valence, arousal) or 2*K (dynamic, K points per chunk)."""
-    return 2 if cfg.mode == "static" else 2 * dyn_points_per_chunk(cfg.chunks.chunk_seconds)
-
-
-def build_model(cfg: Config) -> nn.Module:
-    """The network a run of ``cfg`` trains (output size from the mode)."""
-    from deam_mamba.models import create_model
-
-    kwargs = dict(cfg.model.kwargs)
-    kwargs["num_classes"] = num_outputs(cfg)
-    return create_model(cfg.model.name, **kwargs)
-
-
-def load_run(run_dir: str | Path, which: str = "best", device: str | torch.device = "cpu") -> LoadedRun:
-    """Load a training run for inference: model in eval mode plus everything to feed it.
-
-    ``which`` is ``"best"`` (best validation metric) or ``"last"``. Raises
-    :class:`CheckpointError` with an actionable message if the folder is not a finished run.
-    """
-    from deam_mamba.features import NormStats
-
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise CheckpointError(f"run folder {run_dir} does not exist")
-    cfg = read_run_config(run_dir)
-    weights, _, pointer = checkpoint_paths(run_dir, which)
-    model = build_model(cfg)
-    meta = load_weights(model, weights)
-    norm = json.loads(meta.get("norm_stats", "null"))
-    model.to(device).eval()
-    pool = None
-    if cfg.model.pooling == "attention":
-        from deam_mamba.pooling import load_pool, pool_path
-
-        pool = load_pool(pool_path(run_dir, int(pointer["step"])))[0].to(device)
-    return LoadedRun(
-        model=model,
-        config=cfg,
-        norm_stats=NormStats.from_dict(norm) if norm else None,
-        feature_config=cfg.features,
-        mode=cfg.mode,
-        step=int(pointer["step"]),
-        best_metrics=dict(pointer.get("metrics", {})),
-        run_dir=run_dir,
-        pool=pool,
-        pooling=cfg.model.pooling,
-    )
-
-
-__all__ = [
-    "LoadedRun", "load_run", "build_model", "save_checkpoint", "checkpoint_paths", "load_weights",
-    "load_state", "read_run_config", "checkpoint_meta", "rng_state", "set_rng_state",
-]
+def load_pool(path: Path) -> tuple[AttentionPool, dict[str, Any]]:
+    """Inverse of :func:`save_pool`; :class:`CheckpointError` if missing or unreadable."""
+    if not path.is_file():
+        raise CheckpointError(f"attention pooling head {path} is missing: the run's config says "
+                              "model.pooling=attention; finish training with `deam-mamba train --resume RUN_DIR` "
+                              "(it fits the head for the best checkpoint), or use --which best")
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            info = json.loads((fh.metadata() or {})["pool"])
+        tensors = load_file(str(path))
+        pool = AttentionPool(info["dim"], info["num_outputs"], hidden=info["hidden"])
+        pool.load_state_dict(tensors, strict=True)
+    except Exception as exc:  # corrupt header / wrong tensors
+        raise CheckpointError(f"cannot read attention pooling head {path}: {exc}") from exc
+    return pool.eval(), info

@@ -1,10 +1,10 @@
 """Song-level prediction from a trained run: audio of any length -> valence/arousal + a 2 Hz curve.
 
 The path mirrors training exactly: wave ``[C, T]`` at the run's sample rate -> log-mel in dB
-(:class:`deam_mamba.features.LogMel`, the run's :class:`FeatureConfig`) -> normalised with the
+(:class:`deam_mamba.features.logmel.LogMel`, the run's :class:`FeatureConfig`) -> normalised with the
 run's training statistics (:class:`NormStats`) -> chunks of ``chunk_seconds`` every
 ``hop_seconds`` plus a last chunk flush with the end on the 0.5 s grid (the rule of
-:func:`deam_mamba.data.chunks.chunk_starts`, shared with training; a song shorter than one chunk is
+:func:`deam_mamba.features.chunks.chunk_starts`, shared with training; a song shorter than one chunk is
 padded, never refused) -> the model in batches.
 
 Scales (never mixed):
@@ -13,76 +13,32 @@ Scales (never mixed):
   ``(y - 5) / 4``; mapped back here). The song value is the mean over chunks; the 2 Hz curve is the
   chunk predictions placed at the chunk centres and linearly interpolated at 0, 0.5, 1.0, ... s.
   Runs trained with ``model.pooling: attention`` pool the chunk *embeddings* with their fitted
-  :class:`deam_mamba.pooling.AttentionPool` instead (song value only; the curve stays per chunk).
+  :class:`deam_mamba.models.heads.AttentionPool` instead (song value only; the curve stays per chunk).
 * dynamic runs predict ``K = 2 * chunk_seconds`` (valence, arousal) pairs per chunk at the 2 Hz
   annotation times inside it, on DEAM's dynamic [-1, 1] scale; overlapping chunks are averaged per
   time step. The song value is the mean of that curve, on [-1, 1] as well (``song_scale`` says so).
 """
 from __future__ import annotations
 
-import csv
-import io
-import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
-from deam_mamba.data.audio import AUDIO_EXTENSIONS, load_audio
-from deam_mamba.data.chunks import chunk_starts  # one chunking rule for training, evaluation and prediction
-from deam_mamba.core.errors import AudioDecodeError, DeamError, OutputExistsError
-from deam_mamba.core.io import atomic_write_text
+from deam_mamba.config import Config, FeatureConfig
+from deam_mamba.core.errors import DeamError
+from deam_mamba.core.scales import DYNAMIC, STATIC, denormalise_static
+from deam_mamba.data.audio import load_audio
+from deam_mamba.features.chunks import chunk_layout, slice_chunks  # one chunking rule for training and inference
+from deam_mamba.features.logmel import LogMel, NormStats
+from deam_mamba.runs.run import load_run
 
 log = logging.getLogger(__name__)
 
-STATIC_SCALE = "1-9"
-DYNAMIC_SCALE = "[-1, 1]"
 CURVE_HZ = 2.0
-STATIC_CENTER, STATIC_HALF_RANGE = 5.0, 4.0  # targets are trained as (y - 5) / 4
-
-
-def denormalise_static(p: np.ndarray) -> np.ndarray:
-    """Model outputs on the training scale ``(y - 5) / 4`` -> the 1-9 scale."""
-    return np.asarray(p, dtype=np.float64) * STATIC_HALF_RANGE + STATIC_CENTER
-
-
-# --- chunking ------------------------------------------------------------------------------
-
-
-def make_chunks(feats: torch.Tensor, chunk_frames: int, hop_frames: int, pad_value: float = 0.0,
-                align_frames: int = 1) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
-    """Cut ``feats [n_mels, F]`` into ``[N, 1, n_mels, chunk_frames]``.
-
-    Returns ``(chunks, start_frames [N], valid_frames [N])``; a song shorter than one chunk is padded
-    on the right with ``pad_value`` (0 = the training mean once normalised).
-    """
-    starts, valid = chunk_layout(int(feats.shape[-1]), chunk_frames, hop_frames, align_frames)
-    return slice_chunks(feats, starts, chunk_frames, pad_value), starts, valid
-
-
-def chunk_layout(n_frames: int, chunk_frames: int, hop_frames: int, align_frames: int = 1
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """``(start_frames [N], valid_frames [N])`` of the chunks of a song of ``n_frames`` frames."""
-    if chunk_frames <= 0 or hop_frames <= 0 or align_frames <= 0:
-        raise ValueError(f"chunk_frames ({chunk_frames}), hop_frames ({hop_frames}) and align_frames "
-                         f"({align_frames}) must be > 0")
-    starts = np.asarray(chunk_starts(n_frames, chunk_frames, hop_frames, align_frames), dtype=np.int64)
-    return starts, np.minimum(n_frames - starts, chunk_frames)
-
-
-def slice_chunks(feats: torch.Tensor, starts: np.ndarray, chunk_frames: int, pad_value: float = 0.0
-                 ) -> torch.Tensor:
-    """``feats [n_mels, F]`` -> ``[len(starts), 1, n_mels, chunk_frames]`` (right-padded if F is short)."""
-    n_mels, n_frames = feats.shape
-    if n_frames < chunk_frames:
-        padded = feats.new_full((n_mels, chunk_frames), pad_value)
-        padded[:, :n_frames] = feats
-        feats = padded
-    idx = torch.as_tensor(np.asarray(starts, dtype=np.int64))[:, None] + torch.arange(chunk_frames)[None, :]
-    return feats[:, idx].permute(1, 0, 2).unsqueeze(1).contiguous()
 
 
 # --- results -------------------------------------------------------------------------------
@@ -113,17 +69,6 @@ class SongPrediction:
         return d
 
 
-@dataclass
-class PredictionRun:
-    """All files of one ``predict`` call: the predictions and the files that could not be read."""
-
-    predictions: list[SongPrediction] = field(default_factory=list)
-    skipped: list[dict[str, str]] = field(default_factory=list)
-    run_dir: str | None = None
-    mode: str = "static"
-    pooling: str = "mean"
-
-
 # --- the predictor -------------------------------------------------------------------------
 
 
@@ -133,15 +78,14 @@ class Predictor:
     ``model`` maps ``[B, 1, n_mels, chunk_frames]`` to ``[B, 2]`` (static, normalised targets) or
     ``[B, 2 * K]`` / ``[B, K, 2]`` (dynamic, [-1, 1]); ``norm`` is the run's training NormStats
     (``None``: features are used un-normalised, as a run trained without them). ``pool``: a fitted
-    :class:`deam_mamba.pooling.AttentionPool` (static runs with ``model.pooling: attention``), used on
+    :class:`deam_mamba.models.heads.AttentionPool` (static runs with ``model.pooling: attention``), used on
     the chunk embeddings ``model.forward_features``; ``None`` = mean pooling.
     """
 
-    def __init__(self, model: torch.nn.Module, feature_config: Any, norm: Any = None, mode: str = "static",
+    def __init__(self, model: torch.nn.Module, feature_config: FeatureConfig, norm: NormStats | None = None,
+                 mode: str = "static",
                  chunk_seconds: float = 5.0, hop_seconds: float | None = None, device: str | torch.device = "cpu",
                  batch_size: int = 16, pool: torch.nn.Module | None = None):
-        from deam_mamba.features import LogMel
-
         if mode not in ("static", "dynamic"):
             raise DeamError(f"unknown run mode {mode!r}: expected 'static' or 'dynamic'")
         if batch_size < 1:
@@ -170,10 +114,8 @@ class Predictor:
 
     @classmethod
     def from_run(cls, run_dir: str | Path, which: str = "best", device: str = "cpu", batch_size: int = 16,
-                 hop_seconds: float | None = None) -> "Predictor":
-        """Load ``run_dir`` with :func:`deam_mamba.checkpoint.load_run` and build the predictor."""
-        from deam_mamba.checkpoint import load_run
-
+                 hop_seconds: float | None = None) -> Predictor:
+        """Load ``run_dir`` with :func:`deam_mamba.runs.run.load_run` and build the predictor."""
         run = load_run(run_dir, which=which, device=device)
         chunk_s, hop_s = run_chunking(run.config)
         pred = cls(run.model, run.feature_config, run.norm_stats, mode=run.mode, chunk_seconds=chunk_s,
@@ -252,15 +194,15 @@ class Predictor:
             song = song_pool if self.pool is not None else va.mean(axis=0)
             centres = start_s + np.minimum(valid, self.chunk_frames) / self.frames_per_second / 2.0
             curve = np.stack([np.interp(grid, centres, va[:, d]) for d in range(2)], axis=1)
-            song_scale = curve_scale = STATIC_SCALE
+            song_scale = curve_scale = STATIC.name
         else:
             curve = dynamic_curve(raw, start_s, self.chunk_seconds, grid)
             song = np.nanmean(curve, axis=0)
-            song_scale = curve_scale = DYNAMIC_SCALE
+            song_scale = curve_scale = DYNAMIC.name
         return SongPrediction(source=source, duration_s=float(duration), valence=float(song[0]),
                               arousal=float(song[1]), song_scale=song_scale, curve_times_s=grid,
                               curve_valence=curve[:, 0], curve_arousal=curve[:, 1], curve_scale=curve_scale,
-                              n_chunks=int(len(starts)), pooling=self.pooling)
+                              n_chunks=len(starts), pooling=self.pooling)
 
     def predict_wave(self, wave: np.ndarray | torch.Tensor, source: str = "") -> SongPrediction:
         """``wave [C, T]`` float32 in [-1, 1] at ``self.sample_rate`` Hz -> :class:`SongPrediction`."""
@@ -271,19 +213,6 @@ class Predictor:
         """Decode any mp3/wav/flac/ogg (any rate/channels) and predict; AudioDecodeError if unreadable."""
         wave = load_audio(path, target_sr=self.sample_rate, mono=True)
         return self.predict_wave(wave, source=str(path))
-
-    def predict_files(self, paths: Sequence[str | Path], progress: bool = True) -> PredictionRun:
-        """Predict every file; unreadable ones go to ``skipped`` (path, reason) and are logged."""
-        from tqdm.auto import tqdm
-
-        result = PredictionRun(run_dir=self.run_dir, mode=self.mode, pooling=self.pooling)
-        for path in tqdm(list(paths), desc="predict", unit="file", disable=not progress):
-            try:
-                result.predictions.append(self.predict_file(path))
-            except AudioDecodeError as exc:
-                log.warning("skipping %s: %s", path, exc.reason)
-                result.skipped.append({"path": str(path), "reason": exc.reason})
-        return result
 
 
 def dynamic_curve(raw: np.ndarray, start_s: np.ndarray, chunk_seconds: float, grid: np.ndarray) -> np.ndarray:
@@ -309,118 +238,8 @@ def dynamic_curve(raw: np.ndarray, start_s: np.ndarray, chunk_seconds: float, gr
     return curve
 
 
-def run_chunking(config: Any) -> tuple[float, float | None]:
-    """``(chunk_seconds, eval hop_seconds or None)`` from a run's resolved config (attribute or dict access).
-
-    The hop is the one the engine validates with, so ``evaluate`` reproduces its song-level numbers."""
-    chunks = _get(config, "chunks", None)
-    chunk_s = float(_get(chunks, "chunk_seconds", 5.0) or 5.0)
-    hop = _get(chunks, "eval_hop_seconds", None)  # what the engine validates with (None = chunk_seconds)
-    return chunk_s, (float(hop) if hop else None)
-
-
-def run_pooling(config: Any) -> str:
-    """``"mean"`` or ``"attention"``: the song-level pooling a run's config asks for."""
-    return str(_get(_get(config, "model", None), "pooling", "mean") or "mean")
-
-
-def _get(obj: Any, key: str, default: Any) -> Any:
-    if obj is None:
-        return default
-    if isinstance(obj, dict):
-        return obj.get(key, default)
-    return getattr(obj, key, default)
-
-
-# --- inputs and outputs --------------------------------------------------------------------
-
-
-def collect_audio_files(inputs: Iterable[str | Path]) -> tuple[list[Path], list[dict[str, str]]]:
-    """Expand files and folders (recursively, over :data:`AUDIO_EXTENSIONS`) into a sorted list.
-
-    Returns ``(files, missing)``: inputs that do not exist are reported, not raised, so the rest still
-    run. A folder with no audio in it is reported too.
-    """
-    files: list[Path] = []
-    missing: list[dict[str, str]] = []
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            found = sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in AUDIO_EXTENSIONS)
-            if not found:
-                missing.append({"path": str(p), "reason": f"folder has no audio files ({', '.join(AUDIO_EXTENSIONS)})"})
-            files.extend(found)
-        elif p.is_file():
-            files.append(p)
-        else:
-            missing.append({"path": str(p), "reason": "no such file or folder"})
-    unique: dict[Path, Path] = {}
-    for f in files:  # a file named twice (or via a folder and directly) is predicted once
-        unique.setdefault(f.resolve(), f)
-    return list(unique.values()), missing
-
-
-def predictions_to_json(result: PredictionRun) -> str:
-    """The whole run as JSON: scales, one record per song (with its curve), and the skipped files."""
-    doc = {
-        "run_dir": result.run_dir,
-        "mode": result.mode,
-        "pooling": result.pooling,
-        "song_scale": DYNAMIC_SCALE if result.mode == "dynamic" else STATIC_SCALE,
-        "curve_scale": DYNAMIC_SCALE if result.mode == "dynamic" else STATIC_SCALE,
-        "curve_hz": CURVE_HZ,
-        "predictions": [p.to_dict() for p in result.predictions],
-        "skipped": result.skipped,
-    }
-    return json.dumps(doc, indent=2) + "\n"
-
-
-def predictions_to_csv(result: PredictionRun) -> str:
-    """One row per song: file, duration, song valence/arousal, scales, and the 2 Hz curves as
-    ``;``-separated lists (times in s). Skipped files are rows with an empty prediction and a reason."""
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["file", "duration_s", "valence", "arousal", "song_scale", "n_chunks", "curve_scale",
-                "curve_times_s", "curve_valence", "curve_arousal", "skipped_reason"])
-    for p in result.predictions:
-        d = p.to_dict()
-        w.writerow([d["source"], d["duration_s"], d["valence"], d["arousal"], d["song_scale"], d["n_chunks"],
-                    d["curve_scale"], ";".join(map(str, d["curve_times_s"])),
-                    ";".join(map(str, d["curve_valence"])), ";".join(map(str, d["curve_arousal"])), ""])
-    for s in result.skipped:
-        w.writerow([s["path"], "", "", "", "", "", "", "", "", "", s["reason"]])
-    return buf.getvalue()
-
-
-def check_output_path(out: str | Path, force: bool = False) -> Path:
-    """Validate an output file name before any work: ``.csv``/``.json`` suffix, not existing unless ``force``."""
-    out = Path(out)
-    if out.suffix.lower() not in (".json", ".csv"):
-        raise DeamError(f"--out {out}: unknown output format {out.suffix!r}; use a .csv or .json file name")
-    if out.is_dir():
-        raise DeamError(f"--out {out} is a folder; give a .csv or .json file name")
-    if out.exists() and not force:
-        raise OutputExistsError(f"{out} already exists; pass --force to overwrite it or choose another --out")
-    return out
-
-
-def write_predictions(result: PredictionRun, out: str | Path, force: bool = False) -> Path:
-    """Write ``.json`` or ``.csv`` (by suffix) atomically; refuse an existing file unless ``force``."""
-    out = check_output_path(out, force)
-    fmt = out.suffix.lower()
-    text = predictions_to_json(result) if fmt == ".json" else predictions_to_csv(result)
-    atomic_write_text(out, text)
-    return out
-
-
-def predict_paths(run_dir: str | Path, inputs: Sequence[str | Path], which: str = "best", device: str = "cpu",
-                  batch_size: int = 16, hop_seconds: float | None = None, progress: bool = True) -> PredictionRun:
-    """The ``predict`` command's library call: load the run, expand the inputs, predict every file."""
-    files, missing = collect_audio_files(inputs)
-    for m in missing:
-        log.warning("skipping %s: %s", m["path"], m["reason"])
-    predictor = Predictor.from_run(run_dir, which=which, device=device, batch_size=batch_size,
-                                   hop_seconds=hop_seconds)
-    result = predictor.predict_files(files, progress=progress)
-    result.skipped = missing + result.skipped
-    return result
+def run_chunking(config: Config) -> tuple[float, float | None]:
+    """``(chunk_seconds, eval hop_seconds or None)`` of a run's config: the hop the training loop
+    validates with, so ``evaluate`` reproduces its song-level numbers (None = ``chunk_seconds``)."""
+    hop = config.chunks.eval_hop_seconds
+    return float(config.chunks.chunk_seconds), (float(hop) if hop else None)

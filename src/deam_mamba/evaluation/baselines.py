@@ -9,16 +9,25 @@ brightness. :class:`RidgeBaseline` standardises the vectors and fits scikit-lear
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from deam_mamba.core.errors import CacheError, ConfigError, DeamError, LabelError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["GLOBAL_STAT_NAMES", "mel_statistics", "mel_statistic_names", "RidgeBaseline", "cache_features",
-           "cache_static_labels", "fit_ridge_on_cache"]
+__all__ = [
+    "GLOBAL_STAT_NAMES",
+    "RidgeBaseline",
+    "cache_features",
+    "cache_static_labels",
+    "fit_ridge_on_cache",
+    "mel_statistic_names",
+    "mel_statistics",
+]
 
 #: Names of the global statistics appended after the per-band means and standard deviations.
 GLOBAL_STAT_NAMES: tuple[str, ...] = (
@@ -89,7 +98,7 @@ class RidgeBaseline:
                                   ("ridge", RidgeCV(alphas=self.alphas, alpha_per_target=True))])
         self.n_features_: int | None = None
 
-    def fit(self, X: Any, y: Any) -> "RidgeBaseline":
+    def fit(self, X: Any, y: Any) -> RidgeBaseline:
         X, y = np.asarray(X, dtype=np.float64), np.asarray(y, dtype=np.float64)
         if X.ndim != 2 or y.ndim != 2 or X.shape[0] != y.shape[0]:
             raise LabelError(f"fit needs X [N, F] and y [N, D] with the same N, got {X.shape} and {y.shape}")
@@ -126,9 +135,7 @@ class RidgeBaseline:
 
 
 def cache_features(cache: Any, ids: Iterable[int], progress: bool = False) -> np.ndarray:
-    """``[N, F]`` :func:`mel_statistics` of each song in a :class:`~deam_mamba.cache.FeatureCache`."""
-    from tqdm.auto import tqdm
-
+    """``[N, F]`` :func:`mel_statistics` of each song in a :class:`~deam_mamba.features.cache.FeatureCache`."""
     rows = []
     for sid in tqdm(list(ids), desc="mel statistics", unit="song", disable=not progress):
         try:

@@ -8,19 +8,28 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from deam_mamba.core.errors import DeamError, LabelError
 from deam_mamba.core.io import atomic_path, atomic_write_json, atomic_write_text
-from deam_mamba.metrics import METRIC_NAMES, SCALES, ccc, pearson_r, rmse
+from deam_mamba.core.scales import SCALES
+from deam_mamba.evaluation.metrics import METRIC_NAMES, ccc, pearson_r, rmse
 
 log = logging.getLogger(__name__)
 
-__all__ = ["write_report", "write_comparison", "plot_learning_curves", "plot_scatter", "plot_va_plane",
-           "plot_dynamic_curves"]
+__all__ = [
+    "plot_dynamic_curves",
+    "plot_learning_curves",
+    "plot_scatter",
+    "plot_va_plane",
+    "write_comparison",
+    "write_report",
+]
 
 _LABEL = {"mse": "MSE", "rmse": "RMSE", "mae": "MAE", "pearson_r": "Pearson r", "ccc": "CCC", "r2": "R²"}
 _SECTION = {"static": "Static song labels", "dynamic_song_mean": "Dynamic curves, averaged per song",
@@ -78,7 +87,7 @@ def _save(fig: Any, path: Path) -> Path:
 
 def _scale_limits(scale: str | None, *arrays: np.ndarray) -> tuple[float, float]:
     if scale in SCALES:
-        lo, hi = SCALES[scale]
+        lo, hi = SCALES[scale].bounds
     else:
         vals = np.concatenate([np.ravel(a) for a in arrays])
         lo, hi = float(np.nanmin(vals)), float(np.nanmax(vals))
@@ -96,8 +105,6 @@ def _is_mediaeval(d: Any) -> bool:
 
 def _predictions_table(predictions: Any) -> Any:
     """DataFrame or mapping of arrays -> DataFrame with ``song_id, <dim>_true, <dim>_pred``."""
-    import pandas as pd
-
     df = predictions if isinstance(predictions, pd.DataFrame) else pd.DataFrame(dict(predictions))
     need = ["song_id"] + [f"{d}_{s}" for d in _DIMS for s in ("true", "pred")]
     missing = [c for c in need if c not in df.columns]
@@ -115,8 +122,6 @@ def plot_learning_curves(history_csv: str | Path, path: str | Path) -> Path | No
     ``epoch`` when it is unique per row, else ``step``, else the row number. Returns None (and
     logs why) if there is nothing to plot.
     """
-    import pandas as pd
-
     try:
         df = pd.read_csv(history_csv)
     except (OSError, ValueError) as exc:  # missing, empty or malformed log: report, don't crash the eval
@@ -195,7 +200,7 @@ def plot_va_plane(df: Any, path: str | Path, scale: str = "1-9") -> Path:
     ax.scatter(tv, ta, s=18, facecolor="none", edgecolor="tab:blue", label="true")
     ax.scatter(pv, pa, s=18, marker="x", color="tab:red", label="predicted")
     lo, hi = _scale_limits(scale, tv, ta, pv, pa)
-    mid = (SCALES[scale][0] + SCALES[scale][1]) / 2 if scale in SCALES else None
+    mid = SCALES[scale].midpoint if scale in SCALES else None
     if mid is not None:
         ax.axhline(mid, color="0.8", lw=0.8)
         ax.axvline(mid, color="0.8", lw=0.8)
@@ -308,7 +313,7 @@ def write_report(
 ) -> dict[str, Path]:
     """Write ``metrics.json``, ``report.md`` and plots into ``out_dir``; return ``{name: path}``.
 
-    ``metrics``: a :func:`~deam_mamba.metrics.regression_metrics` result, or a dict holding such
+    ``metrics``: a :func:`~deam_mamba.evaluation.metrics.regression_metrics` result, or a dict holding such
     blocks (e.g. ``static``, ``dynamic_song_mean``) and/or a ``mediaeval2015`` block, plus scalar
     run info. ``predictions``: DataFrame (or mapping of arrays) with ``song_id, valence_true,
     valence_pred, arousal_true, arousal_pred`` on one scale (a ``scale`` column, else the first

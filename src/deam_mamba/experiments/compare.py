@@ -2,22 +2,34 @@
 
 Every deep model is trained through the training engine from ONE config with only ``model.name``
 overridden (so data, cache, split, chunks, optimiser, epochs and seed are identical), then evaluated
-with :func:`deam_mamba.evaluate.evaluate_run` on the test split. The non-deep baseline is a ridge
-regression on per-song mel statistics (:func:`deam_mamba.baselines.fit_ridge_on_cache`) fitted on the
+with :func:`deam_mamba.evaluation.evaluate.evaluate_run` on the test split. The non-deep baseline is a ridge
+regression on per-song mel statistics (:func:`deam_mamba.evaluation.baselines.fit_ridge_on_cache`) fitted on the
 same training songs (train + val: it has no early stopping to feed) and scored on the same test songs.
-One table (``comparison.md`` + ``comparison.json`` via :func:`deam_mamba.report.write_comparison`)
+One table (``comparison.md`` + ``comparison.json`` via :func:`deam_mamba.evaluation.report.write_comparison`)
 holds the metrics on the 1-9 scale with parameter counts and training time.
 """
 from __future__ import annotations
 
+import json
 import logging
+import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
+from deam_mamba.config.load import load_config
 from deam_mamba.core.errors import ConfigError, DeamError, OutputExistsError
+from deam_mamba.evaluation.baselines import fit_ridge_on_cache
+from deam_mamba.evaluation.evaluate import evaluate_run, resolve_run_data
+from deam_mamba.evaluation.metrics import regression_metrics
+from deam_mamba.evaluation.report import write_comparison
+from deam_mamba.evaluation.scoring import static_truth
+from deam_mamba.models.registry import list_models
+from deam_mamba.runs.run import load_run
+from deam_mamba.train.loop import train
 
 log = logging.getLogger(__name__)
 
@@ -43,17 +55,11 @@ def _metric_row(name: str, kind: str, params: int | None, train_s: float, metric
 
 def _train(cfg: Any, run_dir: Path) -> Any:
     """Train one run through the engine (the same call ``deam-mamba train`` makes)."""
-    from deam_mamba.engine import train
-
     return train(cfg, run_dir)
 
 
 def ridge_row(cfg: Any, bootstrap: int = 1000, seed: int = 0) -> dict[str, Any]:
     """Fit the ridge baseline on the run's cache and split (train + val songs), score the test songs."""
-    from deam_mamba.baselines import fit_ridge_on_cache
-    from deam_mamba.evaluate import resolve_run_data, static_truth
-    from deam_mamba.metrics import regression_metrics
-
     data = resolve_run_data(cfg)
     train_ids = sorted(data.splits.get("train", []) + data.splits.get("val", []))
     test_ids = sorted(data.splits.get("test", []))
@@ -75,11 +81,6 @@ def run_comparison(config: str | Path, overrides: Sequence[str] = (), models: Se
     Runs go to ``out_dir/runs/<model>`` (each with its ``eval/`` report). An ``out_dir`` that already
     holds a comparison is refused unless ``force``. Returns ``{"rows": [...], "paths": {...}}``.
     """
-    from deam_mamba.config import load_config
-    from deam_mamba.evaluate import evaluate_run
-    from deam_mamba.models import list_models
-    from deam_mamba.report import write_comparison
-
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()) and not force:
         raise OutputExistsError(f"{out} exists and is not empty; pass --force to overwrite or choose another --out")
@@ -98,15 +99,12 @@ def run_comparison(config: str | Path, overrides: Sequence[str] = (), models: Se
         cfg = load_config(config, ovr)
         run_dir = out / "runs" / name
         if run_dir.exists() and force:
-            import shutil
-
             shutil.rmtree(run_dir)
         log.info("compare: training %s into %s", name, run_dir)
         t0 = time.perf_counter()
         _train(cfg, run_dir)
         train_s = time.perf_counter() - t0
         m = evaluate_run(run_dir, split="test", bootstrap=bootstrap, progress=progress)
-        from deam_mamba.checkpoint import load_run
 
         params = _param_count(load_run(run_dir, which="best").model)
         rows.append(_metric_row(name, "deep", params, train_s, m["static"]))
@@ -120,14 +118,9 @@ def compare_run_with_ridge(run_dir: str | Path, metrics: dict, out_dir: str | Pa
                            bootstrap: int = 1000) -> dict[str, Any]:
     """Put an evaluated static run beside the ridge baseline fitted on the same cache and split.
 
-    ``metrics`` is what :func:`deam_mamba.evaluate.evaluate_run` returned for the test split. Writes
+    ``metrics`` is what :func:`deam_mamba.evaluation.evaluate.evaluate_run` returned for the test split. Writes
     ``comparison.md`` / ``comparison.json`` into ``out_dir`` (the run's eval folder). Returns the rows.
     """
-    import json
-
-    from deam_mamba.checkpoint import load_run
-    from deam_mamba.report import write_comparison
-
     run = load_run(run_dir, which=metrics.get("checkpoint", "best"))
     if run.mode != "static" or "static" not in metrics:
         raise ConfigError("the ridge baseline compares static runs (song valence/arousal on 1-9)")

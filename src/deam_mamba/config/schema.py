@@ -1,0 +1,242 @@
+"""Every setting of a run as nested dataclasses: data, features, chunks, model, optimiser, loss, training.
+
+Each dataclass checks its own values (``__post_init__``); :mod:`deam_mamba.config.load` reads and
+writes them as YAML and applies dotted ``key=value`` overrides.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from deam_mamba.core.errors import ConfigError
+
+#: Bump when the computation changes in a way that changes stored features (invalidates caches).
+FEATURE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """Log-mel settings. Everything here changes the features, so everything is in :meth:`key`.
+
+    sample_rate: Hz the audio is resampled to; n_fft: window and FFT length (samples);
+    hop_length: samples between frames (160 at 16 kHz = 10 ms, 100 frames/s);
+    n_mels: mel bands (64..128); fmin/fmax: Hz (fmax None = sample_rate / 2);
+    top_db: dynamic range floor below each clip's maximum (None = no floor);
+    amin: power floor before log10; pad_mode: "reflect" or "constant" for centred frames.
+    """
+
+    sample_rate: int = 16_000
+    n_fft: int = 1024
+    hop_length: int = 160
+    n_mels: int = 128
+    fmin: float = 0.0
+    fmax: float | None = 8000.0
+    top_db: float | None = 80.0
+    amin: float = 1e-10
+    pad_mode: str = "reflect"
+
+    def __post_init__(self) -> None:
+        if int(self.sample_rate) <= 0:
+            raise ConfigError(f"sample_rate must be positive, got {self.sample_rate}")
+        if not 64 <= int(self.n_mels) <= 128:
+            raise ConfigError(f"n_mels must be in 64..128, got {self.n_mels}")
+        if int(self.n_fft) < 16:
+            raise ConfigError(f"n_fft must be at least 16, got {self.n_fft}")
+        if not 0 < int(self.hop_length) <= int(self.n_fft):
+            raise ConfigError(f"hop_length must be in 1..n_fft ({self.n_fft}), got {self.hop_length}")
+        nyquist = self.sample_rate / 2
+        fmax = nyquist if self.fmax is None else float(self.fmax)
+        if not 0.0 <= float(self.fmin) < fmax <= nyquist:
+            raise ConfigError(
+                f"need 0 <= fmin < fmax <= sample_rate/2 ({nyquist:g} Hz), got fmin={self.fmin}, fmax={self.fmax}"
+            )
+        if self.top_db is not None and not float(self.top_db) > 0:
+            raise ConfigError(f"top_db must be positive or None, got {self.top_db}")
+        if not float(self.amin) > 0:
+            raise ConfigError(f"amin must be positive, got {self.amin}")
+        if self.pad_mode not in ("reflect", "constant"):
+            raise ConfigError(f"pad_mode must be 'reflect' or 'constant', got {self.pad_mode!r}")
+
+    @property
+    def frames_per_second(self) -> float:
+        """Feature frames per second of audio (100.0 for 16 kHz / hop 160)."""
+        return self.sample_rate / self.hop_length
+
+    def n_frames(self, n_samples: int) -> int:
+        """Number of centred frames for ``n_samples`` samples (``1 + n_samples // hop_length``)."""
+        return 1 + int(n_samples) // self.hop_length
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "FeatureConfig":
+        """Build from a dict (e.g. a checkpoint or cache index); unknown keys are an error."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown feature setting(s) {unknown}; known: {sorted(known)}")
+        return cls(**d)
+
+    def key(self) -> str:
+        """Stable short id of these settings, e.g. ``mel128-sr16000-hop160-3f9a0c1b2d``.
+
+        Equal configs give equal keys across runs and machines; any change gives a new key.
+        """
+        payload = {k: (float(v) if isinstance(v, float) else v) for k, v in self.to_dict().items()}
+        payload["_version"] = FEATURE_VERSION
+        digest = hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
+        return f"mel{self.n_mels}-sr{self.sample_rate}-hop{self.hop_length}-{digest}"
+
+
+MODES = ("static", "dynamic")
+POOLINGS = ("mean", "attention")
+SPLITS = ("official2015", "random")
+
+
+@dataclass
+class DataConfig:
+    """Where the songs and the feature cache live, and which split to use."""
+
+    root: str | None = None  # DEAM root; None -> DEAM_ROOT or kagglehub (DEAMHandler)
+    cache: str = "cache"  # feature cache dir, built on demand if missing or stale
+    split: str = "official2015"  # "official2015" | "random"
+    split_seed: int = 0
+    prepare_workers: int | None = None  # processes used to build the cache (None = all cores)
+    loader_workers: int = 0  # DataLoader worker processes (0 = in the training process)
+
+    def __post_init__(self) -> None:
+        if self.split not in SPLITS:
+            raise ConfigError(f"data.split must be one of {SPLITS}, got {self.split!r}")
+
+
+@dataclass
+class ChunkConfig:
+    """How songs are cut into fixed-length training/validation chunks (seconds)."""
+
+    chunk_seconds: float = 5.0
+    hop_seconds: float | None = None  # training hop; None = chunk_seconds (no overlap)
+    eval_hop_seconds: float | None = None  # validation/inference hop; None = hop_seconds, else chunk/2
+    random_offset: bool = False  # shift training chunks by a random multiple of 0.5 s each epoch
+    augment: dict[str, Any] | None = None  # None = off; {} = default Augment (gain, time/freq masks)
+
+    def __post_init__(self) -> None:
+        if self.chunk_seconds <= 0:
+            raise ConfigError(f"chunks.chunk_seconds must be > 0, got {self.chunk_seconds}")
+        for name in ("hop_seconds", "eval_hop_seconds"):
+            v = getattr(self, name)
+            if v is not None and v <= 0:
+                raise ConfigError(f"chunks.{name} must be > 0 or null, got {v}")
+
+
+@dataclass
+class AttentionConfig:
+    """The attention-pooling head (``model.pooling: attention``), fitted after chunk training on the
+    frozen best backbone's chunk embeddings (see :mod:`deam_mamba.train.pool`)."""
+
+    hidden: int = 64  # width of the scoring MLP
+    epochs: int = 300  # full-batch AdamW steps; the one with the best validation CCC is kept
+    lr: float = 3e-3
+    weight_decay: float = 1e-2
+
+    def __post_init__(self) -> None:
+        if self.hidden < 1 or self.epochs < 0 or self.lr <= 0:
+            raise ConfigError(f"model.attention needs hidden >= 1, epochs >= 0 and lr > 0, got {self}")
+
+
+@dataclass
+class ModelConfig:
+    """Which registered model to build (``deam_mamba.models.create_model``) and its overrides."""
+
+    name: str = "mambavision_audio"
+    kwargs: dict[str, Any] = field(default_factory=dict)  # passed to create_model
+    pooling: str = "mean"  # song-level pooling: "mean" of chunk predictions | "attention" (static mode)
+    attention: AttentionConfig = field(default_factory=AttentionConfig)
+
+    def __post_init__(self) -> None:
+        if self.pooling not in POOLINGS:
+            raise ConfigError(f"model.pooling must be one of {POOLINGS}, got {self.pooling!r}")
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with linear warm-up then cosine decay to ``lr * min_lr_ratio``."""
+
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    beta1: float = 0.9
+    beta2: float = 0.999
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.01
+    grad_clip: float | None = 1.0  # max global grad norm; None = no clipping
+    # exponential moving average of the weights (and BatchNorm statistics), updated every step:
+    # 0 = off; e.g. 0.99 averages over ~100 steps. When on, validation, `best` and every saved
+    # weights file use the averaged model; the raw weights live in the state file (for --resume).
+    ema_decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(f"optim.ema_decay must be in [0, 1) (0 = off), got {self.ema_decay}")
+
+
+@dataclass
+class LossConfig:
+    """Loss = mse_weight * MSE + ccc_weight * (1 - CCC), on normalised targets."""
+
+    name: str = "mse"  # "mse" | "ccc" | "mse+ccc" (weights below)
+    mse_weight: float = 1.0
+    ccc_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.name not in ("mse", "ccc", "mse+ccc"):
+            raise ConfigError(f"loss.name must be 'mse', 'ccc' or 'mse+ccc', got {self.name!r}")
+
+    def weights(self) -> tuple[float, float]:
+        """(mse weight, ccc weight) actually used."""
+        if self.name == "mse":
+            return 1.0, 0.0
+        if self.name == "ccc":
+            return 0.0, 1.0
+        return self.mse_weight, self.ccc_weight
+
+
+@dataclass
+class TrainConfig:
+    """Loop length, batch, seed, device, early stopping and checkpoint cadence."""
+
+    epochs: int = 20
+    batch_size: int = 32
+    eval_batch_size: int = 64
+    seed: int = 0
+    device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
+    bf16: bool = False  # bf16 autocast (CUDA only; ignored on CPU)
+    patience: int = 5  # epochs without val improvement before stopping; 0 = never stop early
+    min_delta: float = 0.0
+    save_every_steps: int = 0  # also write `last` every N optimiser steps (0 = only each epoch)
+    log_every_steps: int = 10
+    max_steps: int | None = None  # stop after this many optimiser steps (tests, smoke runs)
+    threads: int | None = None  # torch.set_num_threads on CPU (None = leave as is)
+    progress: bool = True  # tqdm progress bars
+
+
+@dataclass
+class Config:
+    """Everything one training run needs; written resolved into ``RUN_DIR/config.yaml``."""
+
+    mode: str = "static"  # "static" (song means, 1-9) | "dynamic" (2 Hz curves, [-1, 1])
+    data: DataConfig = field(default_factory=DataConfig)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    chunks: ChunkConfig = field(default_factory=ChunkConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ConfigError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.model.pooling == "attention" and self.mode != "static":
+            raise ConfigError("model.pooling=attention pools song-level (static) targets; dynamic runs predict "
+                              "2 Hz curves per chunk: use model.pooling=mean with mode=dynamic")

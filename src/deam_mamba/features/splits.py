@@ -1,0 +1,66 @@
+"""A run's data: the dataset's split restricted to the songs of an up-to-date feature cache.
+
+Training, evaluation and the pool fit all open their data here, so they see the same songs.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from deam_mamba.config import Config
+from deam_mamba.core.distributed import DistInfo, barrier
+from deam_mamba.core.errors import CacheError
+from deam_mamba.data.deam import DEAMHandler
+from deam_mamba.features.cache import FeatureCache, build_cache
+
+log = logging.getLogger(__name__)
+
+
+def open_data(cfg: Config, info: DistInfo | None = None, build: bool = True
+              ) -> tuple[DEAMHandler, FeatureCache, dict[str, list[int]]]:
+    """``(handler, cache, splits)``: the DEAM handler, an up-to-date feature cache, train/val/test ids.
+
+    The cache is (re)built by rank 0 when missing, built with other feature settings (the cache
+    keys its folders by :meth:`FeatureConfig.key`) or lacking songs of the dataset (songs that
+    could not be decoded at prepare time are not retried); other ranks wait. Split ids absent from the
+    cache are dropped with a warning.
+    """
+    info = info or DistInfo()
+    handler = DEAMHandler(cfg.data.root)
+    splits = handler.split(cfg.data.split, seed=cfg.data.split_seed)
+    needed = set(int(i) for ids in splits.values() for i in ids)
+    cache_dir = Path(cfg.data.cache)
+    if info.is_main and build:
+        reason = None
+        try:
+            cache = FeatureCache(cache_dir, cfg.features)
+            skipped = set(int(x["song_id"]) for x in cache.skipped)  # undecodable at prepare time
+            missing = needed - set(int(i) for i in cache.ids) - skipped
+            if missing:
+                reason = f"{len(missing)} songs missing"
+        except CacheError as exc:
+            reason = str(exc)
+        if reason:
+            log.info("preparing feature cache %s (%s)", cache_dir, reason)
+            build_cache(handler, cache_dir, cfg.features, workers=cfg.data.prepare_workers,
+                        progress=cfg.train.progress)
+    barrier(info)
+    cache = FeatureCache(cache_dir, cfg.features)
+    return handler, cache, _filter_splits(splits, cache)
+
+
+def _filter_splits(splits: dict[str, list[int]], cache: FeatureCache) -> dict[str, list[int]]:
+    have = set(int(i) for i in cache.ids)
+    out = {}
+    for name, ids in splits.items():
+        lost = [int(i) for i in ids if int(i) not in have]
+        if lost:
+            log.warning("split %s: %d song(s) not in the feature cache, left out: %s", name, len(lost), lost[:10])
+        out[name] = [int(i) for i in ids if int(i) in have]
+    return out
+
+
+def split_ids(config: Config, cache: FeatureCache) -> dict[str, list[int]]:
+    """The train/val/test song ids a run of ``config`` used (restricted to songs in ``cache``)."""
+    splits = DEAMHandler(config.data.root).split(config.data.split, seed=config.data.split_seed)
+    return _filter_splits(splits, cache)
