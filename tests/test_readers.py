@@ -218,6 +218,7 @@ def test_pmemo_problems(pm):
     assert p["nan_label"] not in pm and p["out_of_range_label"] not in pm
     s = pm.summary()
     assert s["n_songs"] == 7 and s["scale"] == "0-1" and s["static_labels"]["valence_mean"]["max"] == 0.9
+    assert list(s["static_labels"]) == ["valence_mean", "valence_std", "arousal_mean", "arousal_std"]
     assert s["n_dynamic_labels"] == 2 and s["dynamic_labels"]["valence"]["min"] == -0.6
 
 

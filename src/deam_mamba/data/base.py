@@ -44,7 +44,7 @@ import numpy as np
 from deam_mamba.core.errors import (AudioDecodeError, ConfigError, DatasetLayoutError, DatasetNotFoundError, LabelError,
                                     OutputExistsError, UnknownSongError)
 from deam_mamba.core.io import atomic_write_text
-from deam_mamba.data.annotations import Problem, _n_id_audio
+from deam_mamba.data.annotations import STATIC_COLUMNS, Problem, _n_id_audio
 from deam_mamba.data.audio import audio_info, load_audio, mp3_length_problem
 
 log = logging.getLogger(__name__)
@@ -528,7 +528,7 @@ class MusicDataset:
                      "n_artists": len({' '.join(g.split()).casefold() for g in groups if g}),
                      "n_without_artist": sum(not g for g in groups)}
         if self.label_kind == LabelKind.STATIC:
-            cols = sorted({c for i in ids for c in self._static[i]})
+            cols = [c for c in STATIC_COLUMNS if any(c in self._static[i] for i in ids)]
             out["static_labels"] = {c: _stats(np.array([self._static[i][c] for i in ids if c in self._static[i]]))
                                     for c in cols}
         dyn = [self.dynamic_labels(i) for i in ids if i in self._dynamic]
