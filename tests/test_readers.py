@@ -8,15 +8,40 @@ from itertools import chain
 
 import numpy as np
 import pytest
-
 from _deam_tree import write_deam_tree
-from _reader_trees import (FOURQ_PROBLEMS, PMEMO_ARTIST, PMEMO_GOOD, PMEMO_PROBLEMS, PMEMO_STD, write_4q_tree,
-                           write_pmemo_tree, write_user_csv, write_user_files)
+from _reader_trees import (
+    FOURQ_PROBLEMS,
+    PMEMO_ARTIST,
+    PMEMO_GOOD,
+    PMEMO_PROBLEMS,
+    PMEMO_STD,
+    write_4q_tree,
+    write_pmemo_tree,
+    write_user_csv,
+    write_user_files,
+)
 
-from deam_mamba.core.errors import (ConfigError, DatasetLayoutError, DatasetNotFoundError, LabelError,
-                                    OutputExistsError, UnknownSongError)
-from deam_mamba.data.base import (SCALE_0_1, SCALE_1_9, SCALE_UNIT, LabelKind, MusicDataset, Scale, format_summary,
-                                  from_unit, parse_quadrant, parse_scale, quadrant_of, spread_to_unit, to_unit)
+from deam_mamba.core.errors import (
+    ConfigError,
+    DatasetLayoutError,
+    DatasetNotFoundError,
+    LabelError,
+    OutputExistsError,
+    UnknownSongError,
+)
+from deam_mamba.core.scales import (
+    SCALE_0_1,
+    SCALE_1_9,
+    SCALE_PM1,
+    Scale,
+    from_unit,
+    parse_quadrant,
+    parse_scale,
+    quadrant_of,
+    spread_to_unit,
+    to_unit,
+)
+from deam_mamba.data.base import LabelKind, MusicDataset, format_summary
 from deam_mamba.data.deam import DEAMHandler
 from deam_mamba.data.fourq import FourQDataset, song_id
 from deam_mamba.data.pmemo import PMEmoDataset
@@ -39,7 +64,7 @@ def test_scales_convert_explicitly_both_ways():
     x = np.array([1.0, 2.5, 9.0])
     np.testing.assert_allclose(from_unit(to_unit(x, "1-9"), "1-9"), x)
     assert spread_to_unit(2.0, "1-9") == 0.5 and spread_to_unit(0.1, "0-1") == pytest.approx(0.2)
-    assert SCALE_1_9.midpoint == 5.0 and SCALE_0_1.midpoint == 0.5 and SCALE_UNIT.midpoint == 0.0
+    assert SCALE_1_9.midpoint == 5.0 and SCALE_0_1.midpoint == 0.5 and SCALE_PM1.midpoint == 0.0
 
 
 @pytest.mark.parametrize("spec, lo, hi, name", [
@@ -139,7 +164,9 @@ def test_4q_without_metadata_splits_stratified_only_and_says_so(tmp_path, caplog
 
 
 def test_4q_split_is_stratified_artist_disjoint_and_seeded(tmp_path):
-    artist = lambda i: f"A{i % 37}" if i % 5 == 0 else f"S{i}"
+    def artist(i: int) -> str:
+        return f"A{i % 37}" if i % 5 == 0 else f"S{i}"
+
     t = write_4q_tree(tmp_path, n=200, artist_of=artist, problems=False, placeholder=True, originals=False)
     ds = FourQDataset(t.root)
     sp = ds.split(seed=3)
@@ -204,7 +231,7 @@ def test_pmemo_dynamic_labels_are_converted_to_unit_scale(pm):
     np.testing.assert_allclose(t, [15.5, 16.0, 16.5])
     np.testing.assert_allclose(v, [-0.5, 0.0, 0.5])
     np.testing.assert_allclose(a, [1.0, -1.0, 0.0])
-    assert v.dtype == a.dtype == np.float32 and pm.dynamic_scale is SCALE_UNIT
+    assert v.dtype == a.dtype == np.float32 and pm.dynamic_scale is SCALE_PM1
     assert len(pm.dynamic_labels(4)[0]) == 4 and len(pm.dynamic_labels(5)[0]) == 0
 
 
@@ -279,7 +306,7 @@ def test_user_csv_scale_argument_and_custom_scale(user_dir):
     path = write_user_csv(user_dir / "unit.csv", [["file", "valence", "arousal"], ["a.wav", -0.5, 1.0],
                                                   ["c.wav", 0.2, -1.2]])
     ds = CSVDataset(path, scale="[-1, 1]")
-    assert ds.ids == [1] and ds.scale is SCALE_UNIT and ds.scale_from == "argument"
+    assert ds.ids == [1] and ds.scale is SCALE_PM1 and ds.scale_from == "argument"
     assert kinds(ds) == {"out_of_range_label": {2}}
     seven = CSVDataset(write_user_csv(user_dir / "seven.csv", [["file", "valence", "arousal"], ["a.wav", 7, 1]]),
                        scale="1,7")

@@ -2,26 +2,9 @@
 
 Every reader keys songs by **int** ids, lists what it could not use in :attr:`MusicDataset.problems`
 (the same :class:`~deam_mamba.data.annotations.Problem` as DEAM) and returns labels **on its own scale,
-saying which** (:attr:`MusicDataset.scale`). Nothing is rescaled silently: :func:`to_unit` / :func:`from_unit`
-convert only where a caller asks. The scales side by side:
-
-==================  =======================================  ============  ========  =====================
-dataset             labels                                   scale         midpoint  ``to_unit(x)``
-==================  =======================================  ============  ========  =====================
-DEAM static         song means (and stds) over raters        1-9           5         (x - 5) / 4
-DEAM dynamic        2 Hz from 15 s                           [-1, 1]       0         x
-PMEmo static        song means (and stds) over raters        0-1           0.5       2 x - 1
-PMEmo dynamic       2 Hz from 15.5 s, files hold 0-1         returned on [-1, 1] = ``to_unit(x, "0-1")``
-4Q (TAFFC)          one Russell quadrant per clip, Q1..Q4    none          -         - (no values)
-user CSV            valence/arousal on the scale the user names, or a quadrant column
-==================  =======================================  ============  ========  =====================
-
-Dynamic labels are always returned on [-1, 1] (:attr:`MusicDataset.dynamic_scale`), whatever the files hold.
-Stds convert by the scale factor only (:func:`spread_to_unit`).
-
-Quadrants (Russell): Q1 = positive valence, high arousal; Q2 = negative valence, high arousal; Q3 = negative
-valence, low arousal; Q4 = positive valence, low arousal. A continuous label gets its quadrant from its sign
-around the scale midpoint; a value ON the midpoint counts as positive / high (:func:`quadrant_of`).
+saying which** (:attr:`MusicDataset.scale`; the scales side by side and the quadrant rule are in
+:mod:`deam_mamba.core.scales`). Dynamic labels are always returned on [-1, 1]
+(:attr:`MusicDataset.dynamic_scale`), whatever the files hold.
 """
 from __future__ import annotations
 
@@ -31,7 +14,6 @@ import json
 import logging
 import math
 import os
-import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,38 +23,25 @@ from typing import TypeVar
 
 import numpy as np
 
-from deam_mamba.core.errors import (AudioDecodeError, ConfigError, DatasetLayoutError, DatasetNotFoundError, LabelError,
-                                    OutputExistsError, UnknownSongError)
+from deam_mamba.core.errors import (
+    AudioDecodeError,
+    ConfigError,
+    DatasetLayoutError,
+    DatasetNotFoundError,
+    LabelError,
+    OutputExistsError,
+    UnknownSongError,
+)
 from deam_mamba.core.io import atomic_write_text
+from deam_mamba.core.scales import QUADRANTS, SCALE_PM1, Scale, quadrant_name, quadrant_of
 from deam_mamba.data.annotations import STATIC_COLUMNS, Problem, _n_id_audio
 from deam_mamba.data.audio import audio_info, load_audio, mp3_length_problem
 
 log = logging.getLogger(__name__)
 V = TypeVar("V")
 
-__all__ = [
-    "QUADRANTS",
-    "SCALES",
-    "SCALE_0_1",
-    "SCALE_1_9",
-    "SCALE_UNIT",
-    "LabelKind",
-    "MusicDataset",
-    "Problem",
-    "Scale",
-    "Table",
-    "check_labels",
-    "excludes_song",
-    "format_summary",
-    "from_unit",
-    "parse_quadrant",
-    "parse_scale",
-    "quadrant_name",
-    "quadrant_of",
-    "read_table",
-    "spread_to_unit",
-    "to_unit",
-]
+__all__ = ["LabelKind", "MusicDataset", "Problem", "Table", "check_labels", "excludes_song", "format_summary",
+           "read_table"]
 
 
 # --- label kinds and scales ------------------------------------------------------------------------------------
@@ -81,108 +50,6 @@ class LabelKind(StrEnum):
 
     STATIC = "static"
     QUADRANT = "quadrant"
-
-
-@dataclass(frozen=True)
-class Scale:
-    """A closed label range ``[lo, hi]`` with a display ``name`` ("1-9", "0-1", "[-1, 1]")."""
-
-    name: str
-    lo: float
-    hi: float
-
-    def __post_init__(self) -> None:
-        if not (math.isfinite(self.lo) and math.isfinite(self.hi) and self.lo < self.hi):
-            raise ConfigError(f"scale {self.name!r}: need finite lo < hi, got lo={self.lo}, hi={self.hi}")
-
-    @property
-    def midpoint(self) -> float:
-        """``(lo + hi) / 2``: the neutral value; quadrants split here (on it counts as positive/high)."""
-        return (self.lo + self.hi) / 2.0
-
-    @property
-    def span(self) -> float:
-        """``hi - lo``: also the largest possible std of ratings on this scale."""
-        return self.hi - self.lo
-
-    def contains(self, x: float | np.ndarray) -> bool:
-        """True if every value is finite and within ``[lo, hi]``."""
-        arr = np.asarray(x, dtype=np.float64)
-        return bool(np.all(np.isfinite(arr)) and np.all((arr >= self.lo) & (arr <= self.hi)))
-
-    def __str__(self) -> str:
-        return self.name
-
-
-SCALE_1_9 = Scale("1-9", 1.0, 9.0)        # DEAM static (and the raw 9-point SAM ratings of PMEmo)
-SCALE_0_1 = Scale("0-1", 0.0, 1.0)        # PMEmo static and dynamic files
-SCALE_UNIT = Scale("[-1, 1]", -1.0, 1.0)  # DEAM dynamic; every dynamic_labels() return
-SCALES: dict[str, Scale] = {s.name: s for s in (SCALE_1_9, SCALE_0_1, SCALE_UNIT)}
-_NUM = r"[-+]?\d+(?:\.\d*)?|[-+]?\.\d+"
-_SCALE_SPEC = re.compile(rf"^\[?\s*({_NUM})\s*(?:,|\.\.|-|to)\s*({_NUM})\s*\]?$", re.IGNORECASE)
-SCALE_HELP = "name one of 1-9, 0-1, [-1, 1] or 'lo,hi' (e.g. '1,7')"
-
-
-def parse_scale(spec: str | Scale | tuple[float, float]) -> Scale:
-    """A :class:`Scale` from a name ("1-9", "0-1", "[-1, 1]"), "lo,hi" / "lo..hi" / "[lo, hi]", or a tuple."""
-    if isinstance(spec, Scale):
-        return spec
-    if isinstance(spec, tuple) and len(spec) == 2:
-        lo, hi = float(spec[0]), float(spec[1])
-    else:
-        text = str(spec).strip()
-        if text in SCALES:
-            return SCALES[text]
-        m = _SCALE_SPEC.match(text)
-        if not m:
-            raise ConfigError(f"scale {spec!r} not understood: {SCALE_HELP}")
-        lo, hi = float(m.group(1)), float(m.group(2))
-    known = next((s for s in SCALES.values() if (s.lo, s.hi) == (lo, hi)), None)
-    return known or Scale(f"{lo:g}-{hi:g}" if lo >= 0 else f"[{lo:g}, {hi:g}]", lo, hi)
-
-
-def _float_or_array(x: np.ndarray) -> float | np.ndarray:
-    return float(x) if x.ndim == 0 else x
-
-
-def to_unit(x: float | np.ndarray, scale: Scale | str) -> float | np.ndarray:
-    """Map values on ``scale`` linearly onto [-1, 1] (lo -> -1, midpoint -> 0, hi -> 1); float64."""
-    s = parse_scale(scale)
-    return _float_or_array(2.0 * (np.asarray(x, dtype=np.float64) - s.lo) / s.span - 1.0)
-
-
-def from_unit(u: float | np.ndarray, scale: Scale | str) -> float | np.ndarray:
-    """Inverse of :func:`to_unit`: values on [-1, 1] back onto ``scale``; float64."""
-    s = parse_scale(scale)
-    return _float_or_array(s.lo + (np.asarray(u, dtype=np.float64) + 1.0) * s.span / 2.0)
-
-
-def spread_to_unit(std: float | np.ndarray, scale: Scale | str) -> float | np.ndarray:
-    """A std (or any difference) on ``scale`` expressed on [-1, 1]: times ``2 / span``, no offset."""
-    return _float_or_array(np.asarray(std, dtype=np.float64) * 2.0 / parse_scale(scale).span)
-
-
-# --- quadrants -------------------------------------------------------------------------------------------------
-QUADRANTS = (1, 2, 3, 4)
-_QUADRANT_TEXT = re.compile(r"^\s*q?\s*([1-4])\s*$", re.IGNORECASE)
-
-
-def parse_quadrant(text: str | int) -> int | None:
-    """``"Q1".."Q4"`` / ``"q3"`` / ``"1".."4"`` / ``1..4`` -> 1..4; anything else -> None."""
-    m = _QUADRANT_TEXT.match(str(text))
-    return int(m.group(1)) if m else None
-
-
-def quadrant_name(q: int) -> str:
-    """``1 -> "Q1"``."""
-    return f"Q{int(q)}"
-
-
-def quadrant_of(valence: float, arousal: float, scale: Scale | str) -> int:
-    """Russell quadrant 1..4 of a (valence, arousal) pair on ``scale``; on the midpoint counts as positive/high."""
-    mid = parse_scale(scale).midpoint
-    positive, high = valence >= mid, arousal >= mid
-    return (1 if positive else 2) if high else (4 if positive else 3)
 
 
 # --- problems and label checks ---------------------------------------------------------------------------------
@@ -286,7 +153,7 @@ class MusicDataset:
     kind: str = "?"
     label_kind: LabelKind = LabelKind.STATIC
     scale: Scale | None = None                # the scale of static_labels(); None for quadrant-only datasets
-    dynamic_scale: Scale = SCALE_UNIT         # dynamic_labels() values are always on [-1, 1]
+    dynamic_scale: Scale = SCALE_PM1         # dynamic_labels() values are always on [-1, 1]
     SPLITS: tuple[str, ...] = ("random",)
 
     def __init__(self, root: str | os.PathLike):
