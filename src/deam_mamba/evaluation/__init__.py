@@ -1,0 +1,1 @@
+"""Evaluation protocols for quadrant (Russell) music emotion recognition: metrics, folds, baselines."""
