@@ -129,7 +129,7 @@ def test_bootstrap_intervals_are_seeded_and_bracket_the_value():
 
 def test_fast_cores_equal_scikit_learn():
     rng = np.random.default_rng(0)
-    for trial in range(20):
+    for _ in range(20):
         n = int(rng.integers(3, 30))
         t = rng.integers(1, 5, n)
         p = rng.integers(1, 4, n)  # Q4 never predicted; sometimes never true either

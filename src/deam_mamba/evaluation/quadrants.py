@@ -252,8 +252,8 @@ def quadrant_metrics(
                                   n=int(bootstrap), seed=seed, alpha=alpha)
         out[name] = {"value": values[name], "ci_low": _none_if_nan(lo), "ci_high": _none_if_nan(hi)}
     f1s = f1_score(t, p, labels=list(QUADRANTS), average=None, zero_division=0.0)
-    out["per_class_f1"] = {n: float(f) for n, f in zip(QUADRANT_NAMES, f1s)}
-    out["support"] = {n: int(c) for n, c in zip(QUADRANT_NAMES, cm.sum(axis=1))}
+    out["per_class_f1"] = {n: float(f) for n, f in zip(QUADRANT_NAMES, f1s, strict=True)}
+    out["support"] = {n: int(c) for n, c in zip(QUADRANT_NAMES, cm.sum(axis=1), strict=True)}
     out["confusion"] = cm.tolist()
     out["scores_given"] = {axis: scores[axis] is not None for axis in ("valence", "arousal")}
     return out
@@ -282,6 +282,6 @@ def format_quadrant_metrics(m: dict[str, Any]) -> list[str]:
         lines.append(f"  {axis:<8} axis     accuracy {_fmt(m[f'{axis}_accuracy'])}   AUC {_fmt(m[f'{axis}_auc'])}")
     lines.append("  confusion (rows true, columns predicted):")
     lines.append("        " + "".join(f"{n:>6}" for n in m["labels"]))
-    for name, row in zip(m["labels"], m["confusion"]):
+    for name, row in zip(m["labels"], m["confusion"], strict=True):
         lines.append(f"    {name:<4}" + "".join(f"{c:>6d}" for c in row))
     return lines
