@@ -31,7 +31,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from deam_mamba.core.errors import ConfigError
+from deam_mamba.core.errors import ConfigError, LabelError
 
 T = TypeVar("T")
 
@@ -160,13 +160,26 @@ def quadrant_name(q: int) -> str:
     return f"Q{int(q)}"
 
 
-def quadrant_of(valence: float | np.ndarray, arousal: float | np.ndarray, scale: Scale | str | float
-                ) -> int | np.ndarray:
-    """Russell quadrant 1..4 of (valence, arousal) on ``scale`` (or around a midpoint given as a number);
-    on the midpoint counts as positive/high. Scalars give an int, arrays an int64 array."""
-    mid = float(scale) if isinstance(scale, (int, float)) else parse_scale(scale).midpoint
+def quadrant_of(valence: float | np.ndarray, arousal: float | np.ndarray,
+                midpoint: Scale | str | float | tuple[float, float]) -> int | np.ndarray:
+    """Russell quadrant 1..4 of each (valence, arousal) pair; on the midpoint counts as positive / high.
+
+    ``midpoint``: a :class:`Scale` (or its name), one number for both axes (5 on 1-9, 0 on [-1, 1]) or
+    ``(valence_mid, arousal_mid)``. Scalars give an int, arrays an int64 array; NaN or mismatched
+    shapes raise :class:`LabelError`.
+    """
+    if isinstance(midpoint, (Scale, str)):
+        mv = ma = parse_scale(midpoint).midpoint
+    elif np.ndim(midpoint) == 0:
+        mv = ma = float(midpoint)
+    else:
+        mv, ma = (float(m) for m in midpoint)
     v, a = np.asarray(valence, dtype=np.float64), np.asarray(arousal, dtype=np.float64)
-    positive, high = v >= mid, a >= mid
+    if v.shape != a.shape:
+        raise LabelError(f"valence has shape {v.shape} but arousal has shape {a.shape}")
+    if not (np.isfinite(v).all() and np.isfinite(a).all() and math.isfinite(mv) and math.isfinite(ma)):
+        raise LabelError("quadrant_of: valence, arousal and the midpoint must be finite (NaN found)")
+    positive, high = v >= mv, a >= ma
     q = np.where(high, np.where(positive, 1, 2), np.where(positive, 4, 3)).astype(np.int64)
     return int(q) if q.ndim == 0 else q
 
@@ -174,7 +187,13 @@ def quadrant_of(valence: float | np.ndarray, arousal: float | np.ndarray, scale:
 def quadrant_axes(q: int | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Quadrants 1..4 -> ``(valence positive, arousal high)`` bool arrays (Q1: both; Q2: high only; Q3: neither;
     Q4: positive only)."""
-    q = np.asarray(q, dtype=np.int64)
+    raw = np.asarray(q)
+    if raw.dtype.kind not in "iu":  # "Q3"-style names
+        parsed = [parse_quadrant(x) for x in raw.ravel().tolist()]
+        if None in parsed:
+            raise LabelError(f"not quadrants: {raw.ravel().tolist()} (expected Q1..Q4 or 1..4)")
+        raw = np.asarray(parsed, dtype=np.int64).reshape(raw.shape)
+    q = raw.astype(np.int64)
     if q.size and not np.isin(q, QUADRANTS).all():
-        raise ConfigError(f"quadrants must be 1..4, got {sorted(set(q.ravel().tolist()) - set(QUADRANTS))}")
+        raise LabelError(f"quadrants must be 1..4, got {sorted(set(q.ravel().tolist()) - set(QUADRANTS))}")
     return np.isin(q, (1, 4)), np.isin(q, (1, 2))

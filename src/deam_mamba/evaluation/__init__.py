@@ -1,1 +1,1 @@
-"""evaluation."""
+"""Evaluation: metrics (continuous and quadrant), song-level scoring, evaluate, reports, baselines."""
