@@ -35,6 +35,7 @@ import os
 import platform
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 import librosa  # noqa: E402
 import sklearn  # noqa: E402
+from scipy.linalg import LinAlgWarning  # noqa: E402
 from sklearn.linear_model import RidgeClassifierCV  # noqa: E402
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold  # noqa: E402
 from sklearn.pipeline import Pipeline  # noqa: E402
@@ -212,7 +214,9 @@ def run_ridge(d: FoldData) -> FoldOutput:
     else:
         inner = StratifiedGroupKFold(INNER_FOLDS, shuffle=True, random_state=d.seed).split(Xtr, ytr, d.inner_groups)
     ridge = RidgeClassifierCV(alphas=DEFAULT_ALPHAS, class_weight="balanced", scoring="f1_macro", cv=list(inner))
-    model = Pipeline([("scale", StandardScaler()), ("ridge", ridge)]).fit(Xtr, ytr)
+    with warnings.catch_warnings():  # the smallest alphas (0.01) on 264 correlated features: ill-conditioned, harmless
+        warnings.simplefilter("ignore", LinAlgWarning)
+        model = Pipeline([("scale", StandardScaler()), ("ridge", ridge)]).fit(Xtr, ytr)
     dec = model.decision_function(X[d.test_idx])
     v, a = axis_scores(dec, model.classes_)
     return FoldOutput(model.predict(X[d.test_idx]).astype(np.int64), v, a,
