@@ -167,3 +167,30 @@ def write_user_files(base: Path, names: list[str]) -> dict[str, Path]:
 
 def write_user_csv(path: Path, rows: list[list[object]], comments: tuple[str, ...] = ()) -> Path:
     return _write_csv(path, rows, comments=comments)
+
+
+# --- a 4Q-shaped tree from the synthetic corpus (learnable audio, for training tests) ----------------------------
+def write_4q_from_corpus(corpus: Path, base: Path, n_artists: int = 6) -> FourQTree:
+    """A 4Q layout whose clips are the synthetic corpus' songs (symlinked), each in the quadrant of its static
+    labels (around 5 on 1-9); artist ``A<id % n_artists>``. The audio carries what the labels say."""
+    from deam_mamba.data.deam import DEAMHandler
+
+    handler = DEAMHandler(corpus)
+    root = base / "4q-synth"
+    tree = root / "MER_audio_taffc_dataset"
+    out = FourQTree(root, tree)
+    ann = [["Song", "Quadrant"]]
+    meta = [["Song", "Artist", "Title", "Quadrant", "PQuad", "Genres"]]
+    for sid in handler.ids:
+        q = handler.quadrant(sid)
+        name = fourq_name(sid)
+        dst = tree / f"Q{q}" / f"{name}.mp3"
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.symlink_to(handler.audio_path(sid))
+        ann.append([name, f"Q{q}"])
+        meta.append([name, f"A{sid % n_artists}", f"Song {sid}", f"Q{q}", 1.0, "Synthetic"])
+        out.quadrant[sid], out.artist[sid] = q, f"A{sid % n_artists}"
+    _write_csv(tree / "panda_dataset_taffc_annotations.csv", ann)
+    _write_csv(tree / "panda_dataset_taffc_metadata.csv", meta, quote_all=True)
+    out.good_ids = sorted(out.quadrant)
+    return out

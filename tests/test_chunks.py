@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader
 
 from deam_mamba.config import FeatureConfig
 from deam_mamba.core.errors import ConfigError, UnknownSongError
+from deam_mamba.core.scales import LabelKind
 from deam_mamba.data.deam import DEAMHandler
 from deam_mamba.features.cache import FeatureCache, build_cache
 from deam_mamba.features.chunks import Augment, ChunkDataset, SongBatchSampler, chunk_starts
@@ -28,6 +29,7 @@ class FakeCache:
     """In-memory stand-in for FeatureCache: one song per entry of ``frames``."""
 
     frames_per_second = 100.0
+    label_kind = LabelKind.STATIC
 
     def __init__(self, frames: dict[int, int], n_mels: int = 64):
         rng = np.random.default_rng(0)
@@ -41,6 +43,9 @@ class FakeCache:
 
     def static_label(self, sid: int) -> dict[str, float]:
         return {"valence_mean": 3.0 + sid % 3, "valence_std": 1.0, "arousal_mean": 6.0, "arousal_std": 1.0}
+
+    def quadrant(self, sid: int) -> int:
+        return 1 if sid % 3 >= 2 else 2  # valence 3, 4, 5 around the midpoint 5; arousal 6 (high)
 
     def dynamic_labels(self, sid: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         dur = (self.arrays[sid].shape[1] - 1) / 100.0

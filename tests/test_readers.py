@@ -33,6 +33,7 @@ from deam_mamba.core.scales import (
     SCALE_0_1,
     SCALE_1_9,
     SCALE_PM1,
+    LabelKind,
     Scale,
     from_unit,
     parse_quadrant,
@@ -41,7 +42,7 @@ from deam_mamba.core.scales import (
     spread_to_unit,
     to_unit,
 )
-from deam_mamba.data.base import LabelKind, MusicDataset, format_summary
+from deam_mamba.data.base import MusicDataset, format_summary
 from deam_mamba.data.deam import DEAMHandler
 from deam_mamba.data.fourq import FourQDataset, song_id
 from deam_mamba.data.pmemo import PMEmoDataset

@@ -24,13 +24,32 @@ from deam_mamba.core.runtime import tune_malloc
 # --- subcommands --------------------------------------------------------------------------
 
 
+def _dataset_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--kind", default=None, choices=["deam", "4q", "pmemo", "csv"],
+                   help="dataset reader (default: detected from the files)")
+    p.add_argument("--scale", default=None, help="label scale of a CSV's valence/arousal (1-9, 0-1, '[-1, 1]', "
+                                                 "'lo,hi')")
+
+
+def _open_dataset(root: str | None, a: argparse.Namespace):  # -> MusicDataset | DEAMHandler
+    from deam_mamba.data.registry import open_dataset
+
+    return open_dataset(root, kind=a.kind, **({"scale": a.scale} if a.scale else {}))
+
+
 def _cmd_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="metrics (bootstrap 95%% CIs), report and plots of a trained run",
                        description="Evaluate RUN_DIR on a split of its own data (same cache, split and features "
                                    "as training). Static runs: MSE, RMSE, MAE, r, CCC, R² per dimension on the 1-9 "
                                    "scale; dynamic runs: MediaEval 2015 per-song RMSE and r on [-1, 1].")
     p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument("--split", default="test", choices=["train", "val", "test", "all"],
+                   help="songs to score (all: every song of the dataset, e.g. with --data)")
+    p.add_argument("--data", default=None, help="score the run on another dataset (folder or CSV; e.g. a DEAM-trained "
+                                                "run on 4Q quadrants), or a moved copy of its own")
+    p.add_argument("--kind", default=None, choices=["deam", "4q", "pmemo", "csv"], help="reader for --data")
+    p.add_argument("--cache", default=None, help="feature cache for --data (built with the run's features if "
+                                                 "missing), or a moved cache of the run's own data")
     p.add_argument("--out", default=None, help="output folder (default RUN_DIR/eval, or RUN_DIR/eval_<split>)")
     p.add_argument("--which", default="best", choices=["best", "last"], help="checkpoint to evaluate")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CIs (0: none)")
@@ -46,7 +65,8 @@ def _cmd_evaluate(sub: argparse._SubParsersAction) -> None:
         if a.ridge and a.split != "test":
             raise ConfigError("--ridge is fitted on the train+val songs: use it with --split test")
         m = evaluate_run(a.run_dir, split=a.split, out_dir=a.out, which=a.which, bootstrap=a.bootstrap,
-                         device=a.device, batch_size=a.batch_size, force=a.force)
+                         device=a.device, batch_size=a.batch_size, force=a.force, data=a.data, kind=a.kind,
+                         cache=a.cache)
         print("\n".join(summary_lines(m)))
         print(f"report: {m['paths'].get('report_md', m['paths'])}")
         if a.ridge:
@@ -90,8 +110,15 @@ def _cmd_predict(sub: argparse._SubParsersAction) -> None:
             print(f"{len(res.predictions)} song(s) predicted, {len(res.skipped)} skipped -> {a.out}")
         else:
             for pr in res.predictions:
-                print(f"{pr.source}\tvalence {pr.valence:.3f}\tarousal {pr.arousal:.3f}\t(scale {pr.song_scale}, "
-                      f"{pr.duration_s:.1f} s, curve {len(pr.curve_times_s)} points at 2 Hz on {pr.curve_scale})")
+                quad = f"Q{pr.quadrant}" if pr.quadrant else "-"
+                if pr.p_valence_positive is not None:
+                    what = (f"P(valence positive) {pr.p_valence_positive:.3f}\tP(arousal high) "
+                            f"{pr.p_arousal_high:.3f}\tquadrant {quad}")
+                else:
+                    what = (f"valence {pr.valence:.3f}\tarousal {pr.arousal:.3f}\tquadrant {quad}"
+                            f"\t(scale {pr.song_scale})")
+                print(f"{pr.source}\t{what}\t({pr.duration_s:.1f} s, curve {len(pr.curve_times_s)} points at 2 Hz "
+                      f"on {pr.curve_scale})")
             if not res.predictions:
                 print(predictions_to_json(res), end="")
         return 0 if res.predictions else 1
@@ -149,9 +176,10 @@ def _cmd_synth(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_info(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("info", help="summarise a DEAM copy: songs, label statistics per scale, problems")
+    p = sub.add_parser("info", help="summarise a dataset (DEAM, 4Q, PMEmo, a CSV): songs, labels, problems")
     p.add_argument("data_root", nargs="?", default=None,
-                   help="DEAM folder (any nesting of the Kaggle download); default $DEAM_ROOT, else kagglehub")
+                   help="dataset folder (any nesting) or a CSV file; default: DEAM from $DEAM_ROOT, else kagglehub")
+    _dataset_args(p)
     p.add_argument("--json", action="store_true", help="print the summary and problems as JSON")
     p.add_argument("--check-audio", action="store_true",
                    help="read every audio header (adds durations; unreadable files become problems)")
@@ -161,9 +189,10 @@ def _cmd_info(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="overwrite --problems-out if it exists")
 
     def run(a: argparse.Namespace) -> int:
-        from deam_mamba.data.deam import DEAMHandler, format_summary
+        from deam_mamba.data import base, deam
 
-        handler = DEAMHandler(a.data_root)
+        handler = _open_dataset(a.data_root, a)
+        format_summary = deam.format_summary if handler.kind == "deam" else base.format_summary
         if a.check_audio:
             handler.check_audio(deep=a.deep)
         summary = handler.summary()
@@ -214,8 +243,10 @@ def _cmd_prepare(sub: argparse._SubParsersAction) -> None:
                                    "float16 log-mel array once, in worker processes. A re-run processes only new or "
                                    "changed songs and rebuilds corrupt arrays; other feature settings get their own "
                                    "sub-folder. Undecodable songs are listed in skipped.json/.csv.")
-    p.add_argument("--data", default=None, help="DEAM root (default: $DEAM_ROOT, else kagglehub)")
-    p.add_argument("--cache", required=True, help="cache folder")
+    p.add_argument("--data", default=None, help="dataset folder or CSV file (default: DEAM from $DEAM_ROOT, "
+                                                "else kagglehub)")
+    _dataset_args(p)
+    p.add_argument("--cache", required=True, help="cache folder (one per dataset)")
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: CPU count; 0: in-process)")
     p.add_argument("--n-mels", type=int, default=128, help="mel bands, 64..128 (default 128)")
     p.add_argument("--fmax", type=float, default=8000.0, help="highest mel frequency in Hz (default 8000)")
@@ -230,8 +261,8 @@ def _cmd_prepare(sub: argparse._SubParsersAction) -> None:
         from deam_mamba.features.cache import build_cache
 
         cfg = FeatureConfig(n_mels=a.n_mels, fmax=a.fmax, top_db=a.top_db or None)
-        s = build_cache(a.data, a.cache, cfg, workers=a.workers, progress=not a.no_progress, force=a.force,
-                        verify=not a.no_verify)
+        s = build_cache(_open_dataset(a.data, a), a.cache, cfg, workers=a.workers, progress=not a.no_progress,
+                        force=a.force, verify=not a.no_verify)
         print(f"cache {s['cache_dir']}: {s['songs']} songs ({s['processed']} processed, {s['reused']} reused, "
               f"{s['rebuilt_corrupt']} rebuilt, {s['n_skipped']} skipped) in {s['seconds']:.1f} s")
         for row in s["skipped"]:
@@ -243,6 +274,35 @@ def _cmd_prepare(sub: argparse._SubParsersAction) -> None:
 
 # (each helper adds its _cmd_* function above this line)
 
+def _cmd_crossval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("crossval", help="k-fold cross-validation of a config (artist-disjoint by default)",
+                       description="Train and evaluate one run per fold (data.split=kfold) and report per-fold and "
+                                   "mean ± std metrics. --protocol artist: stratified, artist-disjoint folds; "
+                                   "random: the literature's stratified random folds (an artist's songs can fall "
+                                   "on both sides). Resumable: finished folds are reused.")
+    p.add_argument("--config", required=True, help="YAML config (e.g. configs/real_4q.yaml)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides for every fold")
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--protocol", default="artist", choices=["artist", "random"])
+    p.add_argument("--seed", type=int, default=None, help="split seed (default: the config's data.split_seed)")
+    p.add_argument("--out", default="crossval_out", help="output folder (fold<i>/ runs, crossval.md/.json)")
+    p.add_argument("--bootstrap", type=int, default=1000)
+    p.add_argument("--force", action="store_true", help="rewrite the summary of a finished cross-validation")
+
+    def run(a: argparse.Namespace) -> int:
+        from deam_mamba.experiments.crossval import run_crossval, summary_lines
+
+        if a.folds < 2:
+            raise ConfigError(f"--folds must be at least 2, got {a.folds}")
+        s = run_crossval(a.config, a.overrides, out_dir=a.out, folds=a.folds, protocol=a.protocol, seed=a.seed,
+                         bootstrap=a.bootstrap, force=a.force)
+        print("\n".join(summary_lines(s)))
+        print(f"table: {Path(a.out) / 'crossval.md'}")
+        return 0
+
+    p.set_defaults(func=run)
+
+
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _cmd_prepare,
     _cmd_train,
@@ -251,6 +311,7 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _cmd_evaluate,
     _cmd_predict,
     _cmd_compare,
+    _cmd_crossval,
 ]
 
 
@@ -268,7 +329,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # key=value overrides may come anywhere on the line, after options too
+        if hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+            args.overrides = list(args.overrides) + extra
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from deam_mamba.core.errors import ConfigError
+from deam_mamba.core.scales import STATIC, Scale, parse_scale
 
 #: Bump when the computation changes in a way that changes stored features (invalidates caches).
 FEATURE_VERSION = 1
@@ -91,25 +92,54 @@ class FeatureConfig:
         return f"mel{self.n_mels}-sr{self.sample_rate}-hop{self.hop_length}-{digest}"
 
 
-MODES = ("static", "dynamic")
+MODES = ("static", "dynamic", "quadrant")
 POOLINGS = ("mean", "attention")
-SPLITS = ("official2015", "random")
+SPLITS = ("official2015", "random", "kfold")
+DATASET_KINDS = ("auto", "deam", "4q", "pmemo", "csv")
+FOLD_PROTOCOLS = ("artist", "random")
+QUADRANT_HEADS = ("axes", "classes")
 
 
 @dataclass
 class DataConfig:
-    """Where the songs and the feature cache live, and which split to use."""
+    """Where the songs and the feature cache live, and which split to use.
 
-    root: str | None = None  # DEAM root; None -> DEAM_ROOT or kagglehub (DEAMHandler)
+    ``kind``: the dataset reader (``auto`` detects DEAM, 4Q, PMEmo or a CSV file from ``root``).
+    ``scale``: the scale of a continuous dataset's labels (a user's CSV; resolved from the dataset and
+    stored in the run's config when None). ``split``: ``official2015`` (DEAM), ``random`` (80/10/10;
+    stratified and artist-disjoint for quadrant datasets), or ``kfold``: fold ``fold`` of ``folds``
+    (``fold_protocol``: ``artist`` = stratified, artist-disjoint; ``random`` = stratified, lets an artist's
+    songs fall on both sides, the literature's protocol), the training part cut once more for a
+    validation set of ``val_fraction`` (artist-disjoint) for early stopping.
+    """
+
+    root: str | None = None  # dataset root (or a CSV file for kind=csv); None -> DEAM_ROOT or kagglehub
+    kind: str = "auto"  # "auto" | "deam" | "4q" | "pmemo" | "csv"
+    scale: str | None = None  # label scale of continuous labels ("1-9", "0-1", "[-1, 1]", "lo,hi")
     cache: str = "cache"  # feature cache dir, built on demand if missing or stale
-    split: str = "official2015"  # "official2015" | "random"
+    split: str = "official2015"  # "official2015" | "random" | "kfold"
     split_seed: int = 0
+    folds: int = 5  # split=kfold: number of folds
+    fold: int = 0  # split=kfold: which fold is the test part (0-based)
+    fold_protocol: str = "artist"  # split=kfold: "artist" (artist-disjoint) | "random"
+    val_fraction: float = 0.1  # split=kfold: share of the training part held out for early stopping
     prepare_workers: int | None = None  # processes used to build the cache (None = all cores)
     loader_workers: int = 0  # DataLoader worker processes (0 = in the training process)
 
     def __post_init__(self) -> None:
         if self.split not in SPLITS:
             raise ConfigError(f"data.split must be one of {SPLITS}, got {self.split!r}")
+        if self.kind not in DATASET_KINDS:
+            raise ConfigError(f"data.kind must be one of {DATASET_KINDS}, got {self.kind!r}")
+        if self.fold_protocol not in FOLD_PROTOCOLS:
+            raise ConfigError(f"data.fold_protocol must be one of {FOLD_PROTOCOLS}, got {self.fold_protocol!r}")
+        if not 2 <= int(self.folds):
+            raise ConfigError(f"data.folds must be at least 2, got {self.folds}")
+        if not 0 <= int(self.fold) < int(self.folds):
+            raise ConfigError(f"data.fold must be in 0..{int(self.folds) - 1} (data.folds={self.folds}), "
+                              f"got {self.fold}")
+        if not 0.0 < float(self.val_fraction) < 0.5:
+            raise ConfigError(f"data.val_fraction must be in (0, 0.5), got {self.val_fraction}")
 
 
 @dataclass
@@ -183,15 +213,25 @@ class OptimConfig:
 
 @dataclass
 class LossConfig:
-    """Loss = mse_weight * MSE + ccc_weight * (1 - CCC), on normalised targets."""
+    """Loss = mse_weight * MSE + ccc_weight * (1 - CCC), on normalised targets (static and dynamic modes).
+
+    ``quadrant`` (mode=quadrant): ``axes`` = two binary logits (valence positive, arousal high) with binary
+    cross-entropy; ``classes`` = four logits (Q1..Q4) with cross-entropy.
+    """
 
     name: str = "mse"  # "mse" | "ccc" | "mse+ccc" (weights below)
     mse_weight: float = 1.0
     ccc_weight: float = 1.0
+    quadrant: str = "axes"  # mode=quadrant: "axes" | "classes"
+    label_smoothing: float = 0.0  # mode=quadrant: targets move this far towards 0.5 (axes) / uniform (classes)
 
     def __post_init__(self) -> None:
         if self.name not in ("mse", "ccc", "mse+ccc"):
             raise ConfigError(f"loss.name must be 'mse', 'ccc' or 'mse+ccc', got {self.name!r}")
+        if self.quadrant not in QUADRANT_HEADS:
+            raise ConfigError(f"loss.quadrant must be one of {QUADRANT_HEADS}, got {self.quadrant!r}")
+        if not 0.0 <= float(self.label_smoothing) < 0.5:
+            raise ConfigError(f"loss.label_smoothing must be in [0, 0.5), got {self.label_smoothing}")
 
     def weights(self) -> tuple[float, float]:
         """(mse weight, ccc weight) actually used."""
@@ -225,7 +265,7 @@ class TrainConfig:
 class Config:
     """Everything one training run needs; written resolved into ``RUN_DIR/config.yaml``."""
 
-    mode: str = "static"  # "static" (song means, 1-9) | "dynamic" (2 Hz curves, [-1, 1])
+    mode: str = "static"  # "static" (song means on the labels' scale) | "dynamic" (2 Hz, [-1, 1]) | "quadrant"
     data: DataConfig = field(default_factory=DataConfig)
     features: FeatureConfig = field(default_factory=FeatureConfig)
     chunks: ChunkConfig = field(default_factory=ChunkConfig)
@@ -234,9 +274,16 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
+    def label_scale(self) -> Scale:
+        """The scale static targets and predictions are on (``data.scale``; DEAM's 1-9 when unset). Static
+        training works on ``label_scale().to_unit(y)`` (``(y - 5) / 4`` for 1-9)."""
+        return parse_scale(self.data.scale) if self.data.scale is not None else STATIC
+
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ConfigError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.mode == "static" and self.data.scale is not None:
+            parse_scale(self.data.scale)  # a bad name fails here, with what to write instead
         if self.model.pooling == "attention" and self.mode != "static":
             raise ConfigError("model.pooling=attention pools song-level (static) targets; dynamic runs predict "
                               "2 Hz curves per chunk: use model.pooling=mean with mode=dynamic")

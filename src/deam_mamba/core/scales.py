@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import TypeVar
 
 import numpy as np
@@ -34,6 +35,13 @@ import numpy as np
 from deam_mamba.core.errors import ConfigError, LabelError
 
 T = TypeVar("T")
+
+
+class LabelKind(StrEnum):
+    """What a dataset's labels are: continuous valence/arousal per song, or one quadrant per song."""
+
+    STATIC = "static"
+    QUADRANT = "quadrant"
 
 
 @dataclass(frozen=True)

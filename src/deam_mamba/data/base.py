@@ -17,7 +17,6 @@ import os
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import TypeVar
 
@@ -33,25 +32,18 @@ from deam_mamba.core.errors import (
     UnknownSongError,
 )
 from deam_mamba.core.io import atomic_write_text
-from deam_mamba.core.scales import QUADRANTS, SCALE_PM1, Scale, quadrant_name, quadrant_of
+from deam_mamba.core.scales import QUADRANTS, SCALE_PM1, LabelKind, Scale, quadrant_name, quadrant_of
 from deam_mamba.data.annotations import STATIC_COLUMNS, Problem, _n_id_audio
 from deam_mamba.data.audio import audio_info, load_audio, mp3_length_problem
 
 log = logging.getLogger(__name__)
 V = TypeVar("V")
 
-__all__ = ["LabelKind", "MusicDataset", "Problem", "Table", "check_labels", "excludes_song", "format_summary",
+__all__ = ["MusicDataset", "Problem", "Table", "check_labels", "excludes_song", "format_summary",
            "read_table"]
 
 
 # --- label kinds and scales ------------------------------------------------------------------------------------
-class LabelKind(StrEnum):
-    """What a dataset's labels are: continuous valence/arousal per song, or one quadrant per song."""
-
-    STATIC = "static"
-    QUADRANT = "quadrant"
-
-
 # --- problems and label checks ---------------------------------------------------------------------------------
 NOTE_KINDS = frozenset({"missing_metadata", "audio_outside_dataset"})  # reported, but the song stays
 

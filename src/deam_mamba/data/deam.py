@@ -33,7 +33,7 @@ from deam_mamba.core.errors import (
     UnknownSongError,
 )
 from deam_mamba.core.io import atomic_write_json, atomic_write_text
-from deam_mamba.core.scales import DYNAMIC, STATIC
+from deam_mamba.core.scales import DYNAMIC, STATIC, LabelKind, quadrant_of
 from deam_mamba.data.annotations import (
     STATIC_COLUMNS,
     Problem,
@@ -89,9 +89,17 @@ def _kagglehub_download() -> str:
 class DEAMHandler:
     """The DEAM dataset on disk. ``ids``: sorted song ids that have audio AND valid static labels.
 
+    Same method names and semantics as :class:`deam_mamba.data.base.MusicDataset` (``kind``,
+    ``label_kind``, ``scale``, ``static_labels``, ``quadrant``, ``group``, ``split``...).
+
     ``root``: the folder holding the Kaggle download (any nesting); ``None`` -> ``$DEAM_ROOT`` ->
     kagglehub. Construction reads only the CSVs and lists the audio folder (no decoding).
     """
+
+    kind = "deam"
+    label_kind = LabelKind.STATIC
+    scale = STATIC
+    dynamic_scale = DYNAMIC
 
     def __init__(self, root: str | os.PathLike | None = None):
         self.root: Path = resolve_root(root)
@@ -191,6 +199,21 @@ class DEAMHandler:
     def static_labels(self, song_id: int) -> dict[str, float]:
         """``{valence_mean, valence_std, arousal_mean, arousal_std}`` on the static **1–9** scale."""
         return dict(self._static[self._check(song_id)])
+
+    def quadrant(self, song_id: int) -> int:
+        """Russell quadrant 1..4 of the song's static means (around the 1-9 midpoint 5; on it counts as
+        positive / high)."""
+        lab = self.static_labels(song_id)
+        return int(quadrant_of(lab["valence_mean"], lab["arousal_mean"], STATIC))
+
+    def group(self, song_id: int) -> None:
+        """DEAM has no artist metadata: every song is its own group in splits."""
+        self._check(song_id)
+        return None
+
+    def name(self, song_id: int) -> str:
+        """The song's file name stem (its DEAM id)."""
+        return self.audio_path(song_id).stem
 
     def dynamic_labels(self, song_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(times_s [K] float64, valence [K] float32, arousal [K] float32)`` on the dynamic **[-1, 1]** scale.

@@ -127,3 +127,31 @@ def fold_summary(per_fold: Sequence[Mapping[str, float | None]]) -> dict[str, di
             "n": int(vals.size),
         }
     return out
+
+
+def song_kfold_split(ids: Sequence[int], quadrants: Sequence[int], groups: Sequence[str | None], k: int, fold: int,
+                     seed: int = 0, protocol: str = "artist", val_fraction: float = 0.1) -> dict[str, list[int]]:
+    """``{"train", "val", "test"}`` song ids of fold ``fold`` of a ``k``-fold protocol over ``ids``.
+
+    ``quadrants [N]`` (1..4) stratify; ``groups [N]`` are artists (None: the song is its own group).
+    ``protocol="artist"``: :func:`artist_disjoint_folds`; ``"random"``: :func:`random_stratified_folds`
+    (an artist's songs may fall on both sides). The fold's training part is cut once more by
+    :func:`inner_validation_split` (artist-disjoint) into train and a validation part for early stopping.
+    The same ``(ids, quadrants, groups, k, seed, protocol)`` give the same folds in any process, so a
+    baseline and a model evaluated on fold ``i`` see the same test songs.
+    """
+    order = np.argsort(np.asarray(ids, dtype=np.int64), kind="stable")
+    sid = np.asarray(ids, dtype=np.int64)[order]
+    q = np.asarray(quadrants, dtype=np.int64)[order]
+    g = np.asarray([f"<song {s}>" if groups[i] is None else str(groups[i]) for i, s in zip(order, sid, strict=True)])
+    if protocol == "artist":
+        folds = artist_disjoint_folds(q, g, k=k, seed=seed)
+    elif protocol == "random":
+        folds = random_stratified_folds(q, k=k, seed=seed)
+    else:
+        raise ConfigError(f"unknown fold protocol {protocol!r}: choose 'artist' or 'random'")
+    if not 0 <= fold < len(folds):
+        raise ConfigError(f"fold {fold} does not exist: there are {len(folds)} folds (0..{len(folds) - 1})")
+    train_idx, test_idx = folds[fold]
+    fit_idx, val_idx = inner_validation_split(q, g, train_idx, fraction=val_fraction, seed=seed)
+    return {"train": sid[fit_idx].tolist(), "val": sid[val_idx].tolist(), "test": sid[test_idx].tolist()}

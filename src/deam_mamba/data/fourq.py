@@ -25,10 +25,10 @@ import re
 from pathlib import Path
 
 from deam_mamba.core.errors import DatasetLayoutError
-from deam_mamba.core.scales import parse_quadrant, quadrant_name
+from deam_mamba.core.scales import LabelKind, parse_quadrant, quadrant_name
 from deam_mamba.data.annotations import Problem, _walk_dirs
 from deam_mamba.data.audio import AUDIO_EXTENSIONS
-from deam_mamba.data.base import LabelKind, MusicDataset, read_table
+from deam_mamba.data.base import MusicDataset, read_table
 
 log = logging.getLogger(__name__)
 

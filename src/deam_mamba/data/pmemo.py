@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from deam_mamba.core.errors import DatasetLayoutError
-from deam_mamba.core.scales import SCALE_0_1, to_unit
+from deam_mamba.core.scales import SCALE_0_1, LabelKind, to_unit
 from deam_mamba.data.annotations import Problem, _float, _walk_dirs, scan_audio
-from deam_mamba.data.base import LabelKind, MusicDataset, Table, check_labels, find_id_audio_dir, read_table
+from deam_mamba.data.base import MusicDataset, Table, check_labels, find_id_audio_dir, read_table
 
 log = logging.getLogger(__name__)
 

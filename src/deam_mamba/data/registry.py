@@ -21,13 +21,14 @@ from deam_mamba.core.errors import ConfigError, DatasetLayoutError, DatasetNotFo
 from deam_mamba.data.annotations import STATIC_GLOB, _walk_dirs
 from deam_mamba.data.base import MusicDataset
 from deam_mamba.data.deam import DEAMHandler
+from deam_mamba.data.folds import song_kfold_split
 from deam_mamba.data.fourq import ANNOTATIONS_FILE as FOURQ_MARKER
 from deam_mamba.data.fourq import FourQDataset
 from deam_mamba.data.pmemo import STATIC_FILE as PMEMO_MARKER
 from deam_mamba.data.pmemo import PMEmoDataset, has_music_id
 from deam_mamba.data.usercsv import CSVDataset
 
-__all__ = ["DATASET_KINDS", "detect_kind", "open_dataset"]
+__all__ = ["DATASET_KINDS", "dataset_split", "detect_kind", "open_dataset"]
 
 DATASET_KINDS = ("deam", "4q", "pmemo", "csv")
 ALIASES = {"taffc": "4q", "panda": "4q", "user": "csv"}
@@ -90,3 +91,15 @@ def open_dataset(root: str | os.PathLike | None = None, kind: str | None = None,
     if key == "deam" and kw:
         raise ConfigError(f"DEAM takes no reader options, got {sorted(kw)}")
     return _OPENERS[key](root, **kw)
+
+
+def dataset_split(ds: MusicDataset | DEAMHandler, name: str, seed: int = 0, folds: int = 5, fold: int = 0,
+                  protocol: str = "artist", val_fraction: float = 0.1) -> dict[str, list[int]]:
+    """``{"train", "val", "test"}`` song ids of ``ds``: the dataset's own named splits (``official2015`` for
+    DEAM, ``random``), or ``kfold``: fold ``fold`` of ``folds``, stratified by quadrant and, with
+    ``protocol="artist"``, artist-disjoint (:func:`deam_mamba.data.folds.song_kfold_split`)."""
+    if name != "kfold":
+        return ds.split(name, seed=seed)
+    ids = list(ds.ids)
+    return song_kfold_split(ids, [ds.quadrant(i) for i in ids], [ds.group(i) for i in ids], k=folds, fold=fold,
+                            seed=seed, protocol=protocol, val_fraction=val_fraction)

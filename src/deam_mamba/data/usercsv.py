@@ -25,9 +25,9 @@ import re
 from pathlib import Path
 
 from deam_mamba.core.errors import ConfigError, DatasetLayoutError
-from deam_mamba.core.scales import SCALE_HELP, Scale, parse_quadrant, parse_scale
+from deam_mamba.core.scales import SCALE_HELP, LabelKind, Scale, parse_quadrant, parse_scale
 from deam_mamba.data.annotations import Problem, _float
-from deam_mamba.data.base import LabelKind, MusicDataset, check_labels, read_table
+from deam_mamba.data.base import MusicDataset, check_labels, read_table
 
 log = logging.getLogger(__name__)
 

@@ -14,6 +14,7 @@ or the run's fitted attention pool when its config says ``model.pooling: attenti
 """
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from deam_mamba.runs.run import load_run
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "val", "test")
+SPLITS = ("train", "val", "test", "all")
 
 
 @dataclass
@@ -63,9 +64,14 @@ def default_out_dir(run_dir: Path, split: str) -> Path:
 
 def evaluate_run(run_dir: str | Path, split: str = "test", out_dir: str | Path | None = None,
                  which: str = "best", bootstrap: int = 1000, device: str = "cpu", batch_size: int = 32,
-                 force: bool = False, n_curves: int = 4, progress: bool = True, seed: int = 0) -> dict:
+                 force: bool = False, n_curves: int = 4, progress: bool = True, seed: int = 0,
+                 data: str | Path | None = None, kind: str | None = None, cache: str | Path | None = None) -> dict:
     """Evaluate ``run_dir`` on ``split`` and write ``metrics.json``, ``report.md``, plots and
     ``predictions.csv`` into ``out_dir`` (default ``RUN/eval`` for test, ``RUN/eval_<split>`` else).
+
+    ``data`` (+ ``kind``) points the run at another dataset (a DEAM-trained run scored on 4Q, a moved
+    dataset) and ``cache`` at another feature cache (built with the run's feature settings if missing);
+    ``split="all"`` scores every song of the dataset.
 
     The default folder inside the run is rewritten on each call; an explicit ``out_dir`` that already
     holds files is refused unless ``force``. Returns the metrics dict (with ``paths`` added).
@@ -77,15 +83,31 @@ def evaluate_run(run_dir: str | Path, split: str = "test", out_dir: str | Path |
     if out_dir is not None and out.exists() and any(out.iterdir()) and not force:
         raise OutputExistsError(f"{out} exists and is not empty; pass --force to overwrite or choose another --out")
     run = load_run(run_dir, which=which)
-    data = resolve_run_data(run.config)
-    ids = data.splits.get(split, [])
-    chunk_s, hop_s = run_chunking(run.config)
-    predictor = Predictor(run.model, run.feature_config, run.norm_stats, mode=run.mode, chunk_seconds=chunk_s,
-                          hop_seconds=hop_s, device=device, batch_size=batch_size, pool=run.pool)
+    config = run.config
+    if data is not None or cache is not None or kind is not None:
+        config = copy.deepcopy(run.config)
+        if data is not None:
+            config.data.root, config.data.kind = str(data), kind or "auto"
+            if split == "all":  # the run's own split may not exist for that dataset; every song is scored
+                config.data.split = "random"
+            if cache is None:
+                raise ConfigError("--data needs --cache: a feature cache folder for that dataset (built if missing)")
+        elif kind is not None:
+            config.data.kind = kind
+        if cache is not None:
+            config.data.cache = str(cache)
+    resolved = resolve_run_data(config)
+    ids = sorted({i for v in resolved.splits.values() for i in v} | set(resolved.cache.ids)) if split == "all" \
+        else resolved.splits.get(split, [])
+    data_info = {"data_root": config.data.root, "data_kind": config.data.kind, "cache": config.data.cache}
+    chunk_s, _ = run_chunking(run.config)
+    predictor = Predictor.for_config(run.model, run.config, run.norm_stats, device=device, batch_size=batch_size,
+                                     pool=run.pool)
     t0 = time.perf_counter()
-    preds = predict_cached_songs(predictor, data.cache, ids, progress=progress)
-    metrics, table, curves = compute_metrics(run.mode, data.cache, preds, bootstrap=bootstrap, seed=seed)
-    metrics.update({"split": split, "run_dir": str(run_dir), "checkpoint": which, "step": run.step,
+    preds = predict_cached_songs(predictor, resolved.cache, ids, progress=progress)
+    metrics, table, curves = compute_metrics(run.mode, resolved.cache, preds, bootstrap=bootstrap, seed=seed,
+                                             scale=run.config.label_scale())
+    metrics.update({"split": split, "run_dir": str(run_dir), "checkpoint": which, "step": run.step, **data_info,
                     "pooling": predictor.pooling,
                     "chunk_seconds": chunk_s, "hop_seconds": predictor.hop_seconds,
                     "predict_seconds": round(time.perf_counter() - t0, 3)})
@@ -117,6 +139,11 @@ def summary_lines(metrics: dict) -> list[str]:
             d = block.get(dim, {})
             lines.append(f"  {dim:8s} CCC {_val(d.get('ccc')):.3f}  RMSE {_val(d.get('rmse')):.3f}  "
                          f"R2 {_val(d.get('r2')):.3f}  (scale {block.get('scale', '?')}, {key})")
+    q = metrics.get("quadrants")
+    if q:
+        auc = [q[f"{d}_auc"]["value"] for d in ("valence", "arousal")]
+        lines.append(f"  quadrants: macro-F1 {_val(q['macro_f1']):.3f}  accuracy {_val(q['accuracy']):.3f}  "
+                     f"ROC AUC valence {_val(auc[0]):.3f} arousal {_val(auc[1]):.3f}")
     me = metrics.get("mediaeval2015")
     if me:
         for dim in ("valence", "arousal"):

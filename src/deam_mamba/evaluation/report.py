@@ -19,6 +19,7 @@ from deam_mamba.core.errors import DeamError, LabelError
 from deam_mamba.core.io import atomic_path, atomic_write_json, atomic_write_text
 from deam_mamba.core.scales import SCALES
 from deam_mamba.evaluation.metrics import METRIC_NAMES, ccc, pearson_r, rmse
+from deam_mamba.evaluation.quadrants import format_quadrant_metrics
 
 log = logging.getLogger(__name__)
 
@@ -104,9 +105,11 @@ def _is_mediaeval(d: Any) -> bool:
 
 
 def _predictions_table(predictions: Any) -> Any:
-    """DataFrame or mapping of arrays -> DataFrame with ``song_id, <dim>_true, <dim>_pred``."""
+    """DataFrame or mapping of arrays -> DataFrame with ``song_id, <dim>_true, <dim>_pred`` (or, for quadrant
+    labels, ``song_id, quadrant_true, quadrant_pred``)."""
     df = predictions if isinstance(predictions, pd.DataFrame) else pd.DataFrame(dict(predictions))
-    need = ["song_id"] + [f"{d}_{s}" for d in _DIMS for s in ("true", "pred")]
+    pairs = ("quadrant",) if "quadrant_true" in df.columns and "valence_true" not in df.columns else _DIMS
+    need = ["song_id"] + [f"{d}_{s}" for d in pairs for s in ("true", "pred")]
     missing = [c for c in need if c not in df.columns]
     if missing:
         raise LabelError(f"predictions table lacks column(s) {missing}; it has {list(df.columns)}")
@@ -293,6 +296,8 @@ def _report_md(title: str, metrics: Mapping[str, Any], plots: Mapping[str, Path]
             lines += _regression_md(_SECTION.get(k, k), v)
         elif _is_mediaeval(v):
             lines += _mediaeval_md(_SECTION.get(k, k), v)
+        elif isinstance(v, Mapping) and v.get("kind") == "quadrants":
+            lines += ["## Quadrants (Russell)", "", "```"] + format_quadrant_metrics(v) + ["```", ""]
     if plots:
         lines += ["## Plots", ""] + [f"![{k}]({p.name})" for k, p in plots.items()] + [""]
     if notes:
@@ -339,9 +344,11 @@ def write_report(
             plots["learning_curves"] = p
     else:
         notes.append("no training log given: learning curves not drawn")
-    if len(df):
+    if len(df) and "valence_true" in df.columns:
         plots["scatter"] = plot_scatter(df, out / "scatter.png", scale)
         plots["va_plane"] = plot_va_plane(df, out / "va_plane.png", scale)
+    elif len(df):
+        notes.append("quadrant labels only: no scatter or valence-arousal plot (see the confusion matrix)")
     else:
         notes.append("no predictions: scatter and valence-arousal plots not drawn")
     if dynamic_curves:

@@ -23,8 +23,9 @@ import torch
 from tqdm.auto import tqdm
 
 from deam_mamba.core.errors import DeamError, LabelError
-from deam_mamba.core.scales import DYNAMIC, STATIC
+from deam_mamba.core.scales import DYNAMIC, STATIC, LabelKind, Scale
 from deam_mamba.evaluation.metrics import ccc, mediaeval2015_metrics, pearson_r, regression_metrics, rmse
+from deam_mamba.evaluation.quadrants import quadrant_metrics
 from deam_mamba.features.cache import FeatureCache
 from deam_mamba.inference.predictor import Predictor, SongPrediction
 
@@ -79,19 +80,21 @@ class SongPairs:
     p: np.ndarray
     true_curves: dict[int, np.ndarray] = field(default_factory=dict)
     pred_curves: dict[int, np.ndarray] = field(default_factory=dict)
+    scale_: Scale = STATIC  # the static labels' scale
 
     @property
     def scale(self) -> str:
-        return STATIC.name if self.mode == "static" else DYNAMIC.name
+        return self.scale_.name if self.mode == "static" else DYNAMIC.name
 
 
-def song_pairs(mode: str, cache: FeatureCache, preds: dict[int, SongPrediction]) -> SongPairs:
+def song_pairs(mode: str, cache: FeatureCache, preds: dict[int, SongPrediction], scale: Scale = STATIC
+               ) -> SongPairs:
     """Pair every prediction with its truth (see the module docstring for what each mode compares)."""
     ids = sorted(preds)
     if mode == "static":
         y = np.array([static_truth(cache, i) for i in ids], dtype=np.float64).reshape(-1, 2)
         p = np.array([[preds[i].valence, preds[i].arousal] for i in ids], dtype=np.float64).reshape(-1, 2)
-        return SongPairs(mode, ids, y, p)
+        return SongPairs(mode, ids, y, p, scale_=scale)
     true_c, pred_c = {}, {}
     for i in ids:
         t, yv = dynamic_truth(cache, i)
@@ -103,6 +106,45 @@ def song_pairs(mode: str, cache: FeatureCache, preds: dict[int, SongPrediction])
     return SongPairs(mode, keep, y, p, true_c, pred_c)
 
 
+@dataclass
+class QuadrantPairs:
+    """True quadrants and predictions per song: ``pred_q [N]`` the predicted quadrants, ``scores [N, 2]``
+    what ranks songs along each axis (higher = more positive valence / higher arousal): the predicted
+    probabilities of quadrant runs, the predicted valence/arousal of continuous runs."""
+
+    ids: list[int]
+    true_q: np.ndarray
+    pred_q: np.ndarray
+    scores: np.ndarray
+
+
+def quadrant_pairs(cache: FeatureCache, preds: dict[int, SongPrediction]) -> QuadrantPairs:
+    """Pair every prediction's quadrant and axis scores with the cache's quadrant (label or sign of the
+    labels around their scale's midpoint). Songs predicted from non-finite values raise :class:`LabelError`."""
+    ids = sorted(preds)
+    bad = [i for i in ids if not preds[i].quadrant]
+    if bad:
+        raise LabelError(f"{len(bad)} song(s) got a non-finite prediction (first: {preds[bad[0]].source}); "
+                         "the checkpoint may be damaged: evaluate another one or retrain")
+    return QuadrantPairs(ids, np.array([cache.quadrant(i) for i in ids], dtype=np.int64),
+                         np.array([preds[i].quadrant for i in ids], dtype=np.int64),
+                         np.array([[preds[i].valence, preds[i].arousal] for i in ids], dtype=np.float64))
+
+
+def quadrant_validation_metrics(pairs: QuadrantPairs) -> dict[str, float]:
+    """Per-epoch validation metrics of a quadrant run (names end in ``_quadrant``): macro-F1, accuracy,
+    per-axis ROC AUC and their mean (the early-stopping metric: smoother than F1 on small sets)."""
+    m = quadrant_metrics(pairs.true_q, pairs.pred_q, pairs.scores[:, 0], pairs.scores[:, 1], bootstrap=0)
+    nan = float("nan")
+    out = {"val_f1_macro_quadrant": m["macro_f1"]["value"], "val_accuracy_quadrant": m["accuracy"]["value"]}
+    for axis in ("valence", "arousal"):
+        auc = m[f"{axis}_auc"]["value"]
+        out[f"val_auc_{axis}_quadrant"] = nan if auc is None else float(auc)
+    out["val_auc_mean_quadrant"] = (out["val_auc_valence_quadrant"] + out["val_auc_arousal_quadrant"]) / 2
+    out["val_songs"] = float(len(pairs.ids))
+    return out
+
+
 def validation_metrics(pairs: SongPairs) -> dict[str, float]:
     """Per-epoch validation metrics; every name carries its scale (``_1to9`` / ``_pm1``).
 
@@ -111,7 +153,7 @@ def validation_metrics(pairs: SongPairs) -> dict[str, float]:
     over songs ([-1, 1]). Fewer than 2 songs (points) give NaN correlations.
     """
     if pairs.mode == "static":
-        y, p, sfx = pairs.y, pairs.p, STATIC.suffix
+        y, p, sfx = pairs.y, pairs.p, pairs.scale_.suffix
     else:
         y = np.concatenate([pairs.true_curves[i] for i in pairs.ids]) if pairs.ids else np.zeros((0, 2))
         p = np.concatenate([pairs.pred_curves[i] for i in pairs.ids]) if pairs.ids else np.zeros((0, 2))
@@ -131,26 +173,50 @@ def validation_metrics(pairs: SongPairs) -> dict[str, float]:
     return m
 
 
-def target_metric(mode: str) -> str:
-    """Name of the early-stopping metric in :func:`validation_metrics` (higher is better)."""
-    return f"val_ccc_mean_{STATIC.suffix if mode == 'static' else DYNAMIC.suffix}"
+def target_metric(mode: str, scale: Scale = STATIC) -> str:
+    """Name of the early-stopping metric of a run (higher is better): mean CCC on the labels' scale
+    (static), on [-1, 1] (dynamic), mean per-axis ROC AUC (quadrant)."""
+    if mode == "quadrant":
+        return "val_auc_mean_quadrant"
+    return f"val_ccc_mean_{scale.suffix if mode == 'static' else DYNAMIC.suffix}"
+
+
+def run_validation_metrics(mode: str, cache: FeatureCache, preds: dict[int, SongPrediction],
+                           scale: Scale = STATIC) -> dict[str, float]:
+    """The per-epoch validation metrics of a run of ``mode`` (see :func:`target_metric`)."""
+    if mode == "quadrant":
+        return quadrant_validation_metrics(quadrant_pairs(cache, preds))
+    return validation_metrics(song_pairs(mode, cache, preds, scale))
 
 
 def compute_metrics(mode: str, cache: FeatureCache, preds: dict[int, SongPrediction], bootstrap: int = 1000,
-                    seed: int = 0) -> tuple[dict, pd.DataFrame, dict]:
+                    seed: int = 0, scale: Scale = STATIC) -> tuple[dict, pd.DataFrame, dict]:
     """``(metrics, predictions table, curves)`` for the songs in ``preds``.
 
-    static: per dimension on 1-9 with bootstrap 95 % intervals over songs (``metrics["static"]``).
-    dynamic: the MediaEval 2015 measures on [-1, 1] (``metrics["mediaeval2015"]``) and the song
-    means of the curves on [-1, 1] (``metrics["dynamic_song_mean"]``).
+    Continuous labels (the cache's ``label_kind`` is static) and a continuous run: static runs, per
+    dimension on the labels' ``scale`` with bootstrap 95 % intervals over songs (``metrics["static"]``);
+    dynamic runs, the MediaEval 2015 measures on [-1, 1] (``metrics["mediaeval2015"]``) and the song means
+    of the curves on [-1, 1] (``metrics["dynamic_song_mean"]``). Always, when every song has a quadrant:
+    quadrant accuracy, macro-F1, confusion, per-axis accuracy and ROC AUC with bootstrap intervals
+    (``metrics["quadrants"]``; continuous predictions give quadrants by their sign around the scale's
+    midpoint and rank songs by their values).
     """
     if not preds:
         raise DeamError("no songs to evaluate: the split is empty after removing songs missing from the cache")
-    pairs = song_pairs(mode, cache, preds)
     metrics: dict[str, Any] = {"mode": mode, "n_songs": len(preds)}
     curves: dict[int, dict[str, np.ndarray]] = {}
+    qp = quadrant_pairs(cache, preds)
+    metrics["quadrants"] = quadrant_metrics(qp.true_q, qp.pred_q, qp.scores[:, 0], qp.scores[:, 1],
+                                            bootstrap=bootstrap, seed=seed)
+    qtable = pd.DataFrame({"song_id": qp.ids, "quadrant_true": [f"Q{q}" for q in qp.true_q],
+                           "quadrant_pred": [f"Q{q}" for q in qp.pred_q],
+                           "valence_score": qp.scores[:, 0], "arousal_score": qp.scores[:, 1]})
+    if mode == "quadrant" or cache.label_kind == LabelKind.QUADRANT:
+        metrics["scores"] = preds[qp.ids[0]].song_scale
+        return metrics, qtable, curves
+    pairs = song_pairs(mode, cache, preds, scale)
     if mode == "static":
-        metrics["static"] = regression_metrics(pairs.y, pairs.p, scale=STATIC.name, bootstrap=bootstrap, seed=seed)
+        metrics["static"] = regression_metrics(pairs.y, pairs.p, scale=scale.name, bootstrap=bootstrap, seed=seed)
         for i in pairs.ids:
             t, yv = dynamic_truth(cache, i)
             curves[i] = _curve_record(preds[i], t, yv)
@@ -169,6 +235,7 @@ def compute_metrics(mode: str, cache: FeatureCache, preds: dict[int, SongPredict
         "valence_pred": pairs.p[:, 0], "arousal_pred": pairs.p[:, 1],
         "scale": pairs.scale,
     })
+    table = table.merge(qtable[["song_id", "quadrant_true", "quadrant_pred"]], on="song_id", how="left")
     return metrics, table, curves
 
 

@@ -38,11 +38,12 @@ import torch
 from tqdm.auto import tqdm
 
 from deam_mamba.config import FeatureConfig
-from deam_mamba.core.errors import CacheError, DeamError, OutputExistsError, UnknownSongError
+from deam_mamba.core.errors import CacheError, DeamError, LabelError, OutputExistsError, UnknownSongError
 from deam_mamba.core.io import atomic_path, atomic_write_json, atomic_write_text
 from deam_mamba.core.runtime import release_free_memory
+from deam_mamba.core.scales import STATIC, LabelKind, Scale, parse_scale, quadrant_of
 from deam_mamba.data.audio import load_audio
-from deam_mamba.data.deam import DEAMHandler
+from deam_mamba.data.registry import open_dataset
 from deam_mamba.features.logmel import LogMel, NormStats, compute_norm_stats, mel_filters
 
 log = logging.getLogger(__name__)
@@ -160,12 +161,17 @@ def _entry_ok(key_dir: Path, entry: dict[str, Any], fp: dict[str, Any], verify: 
 
 
 def _labels(handler: Any, sid: int) -> dict[str, Any]:
+    """A song's labels as the cache stores them: static values on the dataset's own scale (None for a
+    quadrant-only dataset), the quadrant 1..4, dynamic values on [-1, 1]."""
     times, val, aro = handler.dynamic_labels(sid)
 
     def r(x: Any) -> list[float]:  # float32 labels as short decimals (6 places: exact to < 1e-6)
         return np.round(np.asarray(x, np.float64), 6).tolist()
 
-    return {"static": {k: float(v) for k, v in handler.static_labels(sid).items()},
+    static = None
+    if handler.label_kind == LabelKind.STATIC:
+        static = {k: float(v) for k, v in handler.static_labels(sid).items()}
+    return {"static": static, "quadrant": int(handler.quadrant(sid)),
             "dynamic": {"times_s": r(times), "valence": r(val), "arousal": r(aro)}}
 
 
@@ -179,7 +185,8 @@ def build_cache(
     verify: bool = True,
     mp_context: str | None = None,
 ) -> dict[str, Any]:
-    """Featurise every song of a DEAM root (or ``DEAMHandler``) into ``cache_dir/<cfg.key()>``.
+    """Featurise every song of a dataset (a root any reader detects, or an opened dataset) into
+    ``cache_dir/<cfg.key()>``.
 
     ``workers``: worker processes (None: CPU count; 0: in this process). ``verify``: check the
     sha1 of every reused array (else only its size). ``force``: recompute every song (and allow
@@ -188,7 +195,9 @@ def build_cache(
     finished before that is kept.
     """
     cfg = cfg or FeatureConfig()
-    handler = data_root_or_handler if hasattr(data_root_or_handler, "audio_path") else DEAMHandler(data_root_or_handler)
+    handler = data_root_or_handler
+    if not hasattr(handler, "audio_path"):
+        handler = open_dataset(data_root_or_handler)
     cache_dir = Path(cache_dir).expanduser().absolute()
     _prepare_dir(cache_dir, force)
     key_dir = cache_dir / cfg.key()
@@ -224,7 +233,9 @@ def build_cache(
             jobs.append((sid, str(audio), str(key_dir / "features" / f"{sid}.npy")))
 
     index = {"version": CACHE_VERSION, "key": cfg.key(), "feature_config": cfg.to_dict(),
-             "data_root": str(handler.root), "songs": songs, "skipped": skipped}
+             "data_root": str(handler.root), "dataset_kind": handler.kind, "label_kind": str(handler.label_kind),
+             "label_scale": handler.scale.name if handler.scale is not None else None,
+             "songs": songs, "skipped": skipped}
     last_save = [time.perf_counter()]
 
     def save(final: bool = False) -> None:
@@ -421,9 +432,34 @@ class FeatureCache:
             self._open.popitem(last=False)
         return arr
 
+    @property
+    def label_kind(self) -> LabelKind:
+        """``static`` (continuous valence/arousal per song) or ``quadrant`` (one quadrant per song)."""
+        return LabelKind(self.index.get("label_kind", "static"))
+
+    @property
+    def label_scale(self) -> Scale | None:
+        """The scale of the static labels (None for quadrant-only datasets; caches before it was recorded
+        hold DEAM, 1-9)."""
+        name = self.index.get("label_scale", STATIC.name)
+        return parse_scale(name) if name is not None else None
+
     def static_label(self, song_id: int) -> dict[str, float]:
-        """``{valence_mean, valence_std, arousal_mean, arousal_std}`` on the 1-9 scale."""
-        return dict(self._entry(song_id)["static"])
+        """``{valence_mean, arousal_mean, ...}`` on :attr:`label_scale`; :class:`LabelError` for a song of a
+        quadrant-only dataset."""
+        static = self._entry(song_id)["static"]
+        if static is None:
+            raise LabelError(f"song {song_id} of {self.root} has a quadrant label only (no valence/arousal "
+                             "values): train it with mode=quadrant")
+        return dict(static)
+
+    def quadrant(self, song_id: int) -> int:
+        """The song's Russell quadrant 1..4 (stored; for caches before it was, from the static labels)."""
+        entry = self._entry(song_id)
+        if entry.get("quadrant") is not None:
+            return int(entry["quadrant"])
+        lab = self.static_label(song_id)
+        return int(quadrant_of(lab["valence_mean"], lab["arousal_mean"], self.label_scale))
 
     def dynamic_labels(self, song_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(times_s [K] float64, valence [K] float32, arousal [K] float32)`` on [-1, 1] (K may be 0)."""

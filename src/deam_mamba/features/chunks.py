@@ -9,7 +9,9 @@ the convention :mod:`deam_mamba.inference.predictor` uses to put predictions bac
 
 Items (dicts, default ``collate`` stacks them):
   ``x``: ``[1, n_mels, chunk_frames]`` float32 (dB, or normalised when ``norm`` is given);
-  ``y``: ``[2]`` float32 static (valence_mean, arousal_mean) on the **1-9** scale;
+  ``y``: ``[2]`` float32 static (valence_mean, arousal_mean) on the dataset's label scale (1-9 for DEAM;
+  zeros for a quadrant-only dataset);
+  ``y_quad``: int64 Russell quadrant 1..4 of the song;
   ``y_dyn``: ``[K, 2]`` float32 (valence, arousal) on **[-1, 1]** at the slot times (0 where masked);
   ``y_dyn_mask``: ``[K]`` bool, False where there is no annotation (first 15 s, past the end);
   ``song_id``: int; ``start_s``: float seconds; ``valid_frames``: int frames of real audio.
@@ -26,6 +28,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from deam_mamba.core.errors import ConfigError, UnknownSongError
+from deam_mamba.core.scales import LabelKind
 from deam_mamba.features.logmel import NormStats
 
 ANNOTATION_HZ = 2.0  # DEAM's dynamic annotations: one value every 0.5 s
@@ -159,14 +162,19 @@ class ChunkDataset(Dataset):
         self.ids = [int(i) for i in ids]
         self._n_frames: dict[int, int] = {}
         self._static: dict[int, np.ndarray] = {}
+        self._quadrant: dict[int, int] = {}
         self._dyn: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._items: list[tuple[int, int]] = []  # (song_id, start_frame)
         self.song_index: dict[int, list[int]] = {}
         for sid in self.ids:
             n = int(cache.n_frames(sid) if hasattr(cache, "n_frames") else cache.features(sid).shape[1])
             self._n_frames[sid] = n
-            lab = cache.static_label(sid)
-            self._static[sid] = np.array([lab["valence_mean"], lab["arousal_mean"]], dtype=np.float32)
+            if cache.label_kind == LabelKind.STATIC:
+                lab = cache.static_label(sid)
+                self._static[sid] = np.array([lab["valence_mean"], lab["arousal_mean"]], dtype=np.float32)
+            else:  # quadrant-only labels: no values to regress (mode=quadrant trains on y_quad)
+                self._static[sid] = np.zeros(2, dtype=np.float32)
+            self._quadrant[sid] = int(cache.quadrant(sid))
             times, val, aro = cache.dynamic_labels(sid)
             self._dyn[sid] = (np.asarray(times, np.float64), np.stack([val, aro], axis=1).astype(np.float32))
             first = len(self._items)
@@ -236,6 +244,7 @@ class ChunkDataset(Dataset):
         start_s = start / self.fps
         y_dyn, mask = self.dynamic_targets(sid, start_s)
         return {"x": torch.from_numpy(np.ascontiguousarray(seg))[None], "y": torch.from_numpy(self._static[sid]),
+                "y_quad": torch.tensor(self._quadrant[sid], dtype=torch.int64),
                 "y_dyn": torch.from_numpy(y_dyn), "y_dyn_mask": torch.from_numpy(mask), "song_id": sid,
                 "start_s": float(start_s), "valid_frames": int(valid)}
 

@@ -7,18 +7,33 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from deam_mamba.config import Config
+from deam_mamba.config import Config, DataConfig
 from deam_mamba.core.distributed import DistInfo, barrier
 from deam_mamba.core.errors import CacheError
+from deam_mamba.data.base import MusicDataset
 from deam_mamba.data.deam import DEAMHandler
+from deam_mamba.data.registry import dataset_split, open_dataset
 from deam_mamba.features.cache import FeatureCache, build_cache
 
 log = logging.getLogger(__name__)
 
 
+def open_run_dataset(data: DataConfig) -> MusicDataset | DEAMHandler:
+    """The dataset a run's ``data`` config names (``root``, ``kind``, ``scale``)."""
+    kw = {"scale": data.scale} if data.kind == "csv" or (data.root and str(data.root).lower().endswith(".csv")) \
+        else {}
+    return open_dataset(data.root, kind=None if data.kind == "auto" else data.kind, **kw)
+
+
+def run_splits(data: DataConfig, ds: MusicDataset | DEAMHandler) -> dict[str, list[int]]:
+    """The train/val/test song ids of ``ds`` that ``data`` (split, seed, fold...) names."""
+    return dataset_split(ds, data.split, seed=data.split_seed, folds=data.folds, fold=data.fold,
+                         protocol=data.fold_protocol, val_fraction=data.val_fraction)
+
+
 def open_data(cfg: Config, info: DistInfo | None = None, build: bool = True
-              ) -> tuple[DEAMHandler, FeatureCache, dict[str, list[int]]]:
-    """``(handler, cache, splits)``: the DEAM handler, an up-to-date feature cache, train/val/test ids.
+              ) -> tuple[MusicDataset | DEAMHandler, FeatureCache, dict[str, list[int]]]:
+    """``(dataset, cache, splits)``: the dataset, an up-to-date feature cache, train/val/test ids.
 
     The cache is (re)built by rank 0 when missing, built with other feature settings (the cache
     keys its folders by :meth:`FeatureConfig.key`) or lacking songs of the dataset (songs that
@@ -26,8 +41,8 @@ def open_data(cfg: Config, info: DistInfo | None = None, build: bool = True
     cache are dropped with a warning.
     """
     info = info or DistInfo()
-    handler = DEAMHandler(cfg.data.root)
-    splits = handler.split(cfg.data.split, seed=cfg.data.split_seed)
+    handler = open_run_dataset(cfg.data)
+    splits = run_splits(cfg.data, handler)
     needed = set(int(i) for ids in splits.values() for i in ids)
     cache_dir = Path(cfg.data.cache)
     if info.is_main and build:
@@ -62,5 +77,4 @@ def _filter_splits(splits: dict[str, list[int]], cache: FeatureCache) -> dict[st
 
 def split_ids(config: Config, cache: FeatureCache) -> dict[str, list[int]]:
     """The train/val/test song ids a run of ``config`` used (restricted to songs in ``cache``)."""
-    splits = DEAMHandler(config.data.root).split(config.data.split, seed=config.data.split_seed)
-    return _filter_splits(splits, cache)
+    return _filter_splits(run_splits(config.data, open_run_dataset(config.data)), cache)

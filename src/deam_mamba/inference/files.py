@@ -12,7 +12,6 @@ from tqdm.auto import tqdm
 
 from deam_mamba.core.errors import AudioDecodeError, DeamError, OutputExistsError
 from deam_mamba.core.io import atomic_write_text, to_json
-from deam_mamba.core.scales import DYNAMIC, STATIC
 from deam_mamba.data.audio import AUDIO_EXTENSIONS
 from deam_mamba.inference.predictor import CURVE_HZ, Predictor, SongPrediction
 
@@ -73,8 +72,8 @@ def predictions_to_json(result: PredictionRun) -> str:
         "run_dir": result.run_dir,
         "mode": result.mode,
         "pooling": result.pooling,
-        "song_scale": DYNAMIC.name if result.mode == "dynamic" else STATIC.name,
-        "curve_scale": DYNAMIC.name if result.mode == "dynamic" else STATIC.name,
+        "song_scale": result.predictions[0].song_scale if result.predictions else None,
+        "curve_scale": result.predictions[0].curve_scale if result.predictions else None,
         "curve_hz": CURVE_HZ,
         "predictions": [p.to_dict() for p in result.predictions],
         "skipped": result.skipped,
@@ -87,16 +86,22 @@ def predictions_to_csv(result: PredictionRun) -> str:
     ``;``-separated lists (times in s). Skipped files are rows with an empty prediction and a reason."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["file", "duration_s", "valence", "arousal", "song_scale", "n_chunks", "curve_scale",
-                "curve_times_s", "curve_valence", "curve_arousal", "skipped_reason"])
+    w.writerow(["file", "duration_s", "valence", "arousal", "song_scale", "quadrant", "p_valence_positive",
+                "p_arousal_high", "n_chunks", "curve_scale", "curve_times_s", "curve_valence", "curve_arousal",
+                "skipped_reason"])
     for p in result.predictions:
         d = p.to_dict()
-        w.writerow([d["source"], d["duration_s"], d["valence"], d["arousal"], d["song_scale"], d["n_chunks"],
+        w.writerow([d["source"], d["duration_s"], d["valence"], d["arousal"], d["song_scale"], d["quadrant"] or "",
+                    _blank(d["p_valence_positive"]), _blank(d["p_arousal_high"]), d["n_chunks"],
                     d["curve_scale"], ";".join(map(str, d["curve_times_s"])),
                     ";".join(map(str, d["curve_valence"])), ";".join(map(str, d["curve_arousal"])), ""])
     for s in result.skipped:
-        w.writerow([s["path"], "", "", "", "", "", "", "", "", "", s["reason"]])
+        w.writerow([s["path"]] + [""] * 12 + [s["reason"]])
     return buf.getvalue()
+
+
+def _blank(x: float | None) -> str | float:
+    return "" if x is None else x
 
 
 def check_output_path(out: str | Path, force: bool = False) -> Path:

@@ -14,6 +14,11 @@ Scales (never mixed):
   chunk predictions placed at the chunk centres and linearly interpolated at 0, 0.5, 1.0, ... s.
   Runs trained with ``model.pooling: attention`` pool the chunk *embeddings* with their fitted
   :class:`deam_mamba.models.heads.AttentionPool` instead (song value only; the curve stays per chunk).
+* quadrant runs predict per chunk the probabilities that valence is positive and arousal high (``axes``
+  head: two sigmoids; ``classes`` head: a softmax over Q1..Q4, summed into the two axes); the song's
+  probabilities are their means over chunks and its quadrant follows from them (``axes``: each axis at
+  0.5; ``classes``: the most probable quadrant). ``valence``/``arousal`` then hold those probabilities
+  (``song_scale`` ``"P(positive valence), P(high arousal)"``), and so do the curves.
 * dynamic runs predict ``K = 2 * chunk_seconds`` (valence, arousal) pairs per chunk at the 2 Hz
   annotation times inside it, on DEAM's dynamic [-1, 1] scale; overlapping chunks are averaged per
   time step. The song value is the mean of that curve, on [-1, 1] as well (``song_scale`` says so).
@@ -30,7 +35,7 @@ import torch
 
 from deam_mamba.config import Config, FeatureConfig
 from deam_mamba.core.errors import DeamError
-from deam_mamba.core.scales import DYNAMIC, STATIC, denormalise_static
+from deam_mamba.core.scales import DYNAMIC, STATIC, Scale, quadrant_of
 from deam_mamba.data.audio import load_audio
 from deam_mamba.features.chunks import chunk_layout, slice_chunks  # one chunking rule for training and inference
 from deam_mamba.features.logmel import LogMel, NormStats
@@ -39,6 +44,18 @@ from deam_mamba.runs.run import load_run
 log = logging.getLogger(__name__)
 
 CURVE_HZ = 2.0
+QUADRANT_SCALE = "P(positive valence), P(high arousal)"  # what quadrant runs' song values and curves are
+
+
+def quadrant_probabilities(raw: np.ndarray, head: str) -> tuple[np.ndarray | None, np.ndarray]:
+    """Chunk logits ``raw [N, 2]`` (``axes``) or ``[N, 4]`` (``classes``, Q1..Q4) -> ``(class probabilities
+    [N, 4] or None, axis probabilities [N, 2] = (P(valence positive), P(arousal high)))``."""
+    logits = np.asarray(raw, dtype=np.float64)
+    if head == "classes":
+        z = np.exp(logits[:, :4] - logits[:, :4].max(axis=1, keepdims=True))
+        probs = z / z.sum(axis=1, keepdims=True)
+        return probs, np.stack([probs[:, 0] + probs[:, 3], probs[:, 0] + probs[:, 1]], axis=1)
+    return None, 1.0 / (1.0 + np.exp(-logits[:, :2]))
 
 
 # --- results -------------------------------------------------------------------------------
@@ -59,13 +76,17 @@ class SongPrediction:
     curve_scale: str
     n_chunks: int
     pooling: str = "mean"  # how the song value was pooled over chunks: "mean" | "attention"
+    quadrant: int = 0  # Russell quadrant 1..4 (continuous runs: sign around the scale's midpoint)
+    p_valence_positive: float | None = None  # quadrant runs: P(valence positive), mean over chunks
+    p_arousal_high: float | None = None  # quadrant runs: P(arousal high), mean over chunks
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         for k in ("curve_times_s", "curve_valence", "curve_arousal"):
             d[k] = [round(float(v), 5) for v in np.asarray(d[k])]
-        for k in ("duration_s", "valence", "arousal"):
-            d[k] = round(float(d[k]), 5)
+        for k in ("duration_s", "valence", "arousal", "p_valence_positive", "p_arousal_high"):
+            d[k] = None if d[k] is None else round(float(d[k]), 5)
+        d["quadrant"] = f"Q{self.quadrant}" if self.quadrant else None
         return d
 
 
@@ -85,9 +106,14 @@ class Predictor:
     def __init__(self, model: torch.nn.Module, feature_config: FeatureConfig, norm: NormStats | None = None,
                  mode: str = "static",
                  chunk_seconds: float = 5.0, hop_seconds: float | None = None, device: str | torch.device = "cpu",
-                 batch_size: int = 16, pool: torch.nn.Module | None = None):
-        if mode not in ("static", "dynamic"):
-            raise DeamError(f"unknown run mode {mode!r}: expected 'static' or 'dynamic'")
+                 batch_size: int = 16, pool: torch.nn.Module | None = None, scale: Scale = STATIC,
+                 quadrant_head: str = "axes"):
+        if mode not in ("static", "dynamic", "quadrant"):
+            raise DeamError(f"unknown run mode {mode!r}: expected 'static', 'dynamic' or 'quadrant'")
+        if quadrant_head not in ("axes", "classes"):
+            raise DeamError(f"unknown quadrant head {quadrant_head!r}: expected 'axes' or 'classes'")
+        self.scale = scale  # static runs: the labels' scale (predictions are mapped onto it)
+        self.quadrant_head = quadrant_head
         if batch_size < 1:
             raise DeamError(f"--batch-size must be >= 1, got {batch_size}")
         self.device = torch.device(device)
@@ -117,11 +143,21 @@ class Predictor:
                  hop_seconds: float | None = None) -> Predictor:
         """Load ``run_dir`` with :func:`deam_mamba.runs.run.load_run` and build the predictor."""
         run = load_run(run_dir, which=which, device=device)
-        chunk_s, hop_s = run_chunking(run.config)
-        pred = cls(run.model, run.feature_config, run.norm_stats, mode=run.mode, chunk_seconds=chunk_s,
-                   hop_seconds=hop_seconds or hop_s, device=device, batch_size=batch_size, pool=run.pool)
+        pred = cls.for_config(run.model, run.config, run.norm_stats, device=device, batch_size=batch_size,
+                              pool=run.pool, hop_seconds=hop_seconds)
         pred.run_dir = str(run_dir)
         return pred
+
+    @classmethod
+    def for_config(cls, model: torch.nn.Module, cfg: Config, norm: NormStats | None, device: str | torch.device,
+                   batch_size: int, pool: torch.nn.Module | None = None, hop_seconds: float | None = None
+                   ) -> Predictor:
+        """The predictor of a run of ``cfg``: its features, mode, chunking (the evaluation hop unless
+        ``hop_seconds``), label scale and quadrant head."""
+        chunk_s, hop_s = run_chunking(cfg)
+        return cls(model, cfg.features, norm, mode=cfg.mode, chunk_seconds=chunk_s, hop_seconds=hop_seconds or hop_s,
+                   device=device, batch_size=batch_size, pool=pool, scale=cfg.label_scale(),
+                   quadrant_head=cfg.loss.quadrant)
 
     # -- model on chunks --
 
@@ -184,25 +220,39 @@ class Predictor:
             emb, raw = self.chunk_embeddings(feats, starts)
             with torch.no_grad():
                 pooled = self.pool(torch.from_numpy(emb).to(self.device)[None])[0]
-            song_pool = denormalise_static(pooled.float().cpu().numpy()[0, :2])
+            song_pool = self.scale.from_unit(pooled.float().cpu().numpy()[0, :2].astype(np.float64))
         else:
             raw = self.predict_chunks(feats, starts)
         start_s = starts / self.frames_per_second
         grid = np.arange(0.0, max(duration, 1.0 / CURVE_HZ) - 1e-9, 1.0 / CURVE_HZ)
+        centres = start_s + np.minimum(valid, self.chunk_frames) / self.frames_per_second / 2.0
+        p_val = p_aro = None
         if self.mode == "static":
-            va = denormalise_static(raw[:, :2])  # [N, 2] on 1-9
+            va = self.scale.from_unit(np.asarray(raw[:, :2], dtype=np.float64))  # [N, 2] on the labels' scale
             song = song_pool if self.pool is not None else va.mean(axis=0)
-            centres = start_s + np.minimum(valid, self.chunk_frames) / self.frames_per_second / 2.0
             curve = np.stack([np.interp(grid, centres, va[:, d]) for d in range(2)], axis=1)
-            song_scale = curve_scale = STATIC.name
+            song_scale = curve_scale = self.scale.name
+            quadrant = _quadrant(song, self.scale.midpoint)
+        elif self.mode == "quadrant":
+            probs, axes = quadrant_probabilities(raw, self.quadrant_head)  # [N, 4] or None, [N, 2]
+            song = axes.mean(axis=0)
+            p_val, p_aro = float(song[0]), float(song[1])
+            if probs is None:
+                quadrant = _quadrant(song, 0.5)
+            else:
+                quadrant = int(np.argmax(probs.mean(axis=0))) + 1
+            curve = np.stack([np.interp(grid, centres, axes[:, d]) for d in range(2)], axis=1)
+            song_scale = curve_scale = QUADRANT_SCALE
         else:
             curve = dynamic_curve(raw, start_s, self.chunk_seconds, grid)
             song = np.nanmean(curve, axis=0)
             song_scale = curve_scale = DYNAMIC.name
+            quadrant = _quadrant(song, DYNAMIC.midpoint)
         return SongPrediction(source=source, duration_s=float(duration), valence=float(song[0]),
                               arousal=float(song[1]), song_scale=song_scale, curve_times_s=grid,
                               curve_valence=curve[:, 0], curve_arousal=curve[:, 1], curve_scale=curve_scale,
-                              n_chunks=len(starts), pooling=self.pooling)
+                              n_chunks=int(len(starts)), pooling=self.pooling, quadrant=quadrant,
+                              p_valence_positive=p_val, p_arousal_high=p_aro)
 
     def predict_wave(self, wave: np.ndarray | torch.Tensor, source: str = "") -> SongPrediction:
         """``wave [C, T]`` float32 in [-1, 1] at ``self.sample_rate`` Hz -> :class:`SongPrediction`."""
@@ -213,6 +263,11 @@ class Predictor:
         """Decode any mp3/wav/flac/ogg (any rate/channels) and predict; AudioDecodeError if unreadable."""
         wave = load_audio(path, target_sr=self.sample_rate, mono=True)
         return self.predict_wave(wave, source=str(path))
+
+
+def _quadrant(song: np.ndarray, midpoint: float) -> int:
+    """Quadrant 1..4 of a song's (valence, arousal) around ``midpoint``; 0 when a value is not finite."""
+    return int(quadrant_of(song[0], song[1], midpoint)) if np.isfinite(song[:2]).all() else 0
 
 
 def dynamic_curve(raw: np.ndarray, start_s: np.ndarray, chunk_seconds: float, grid: np.ndarray) -> np.ndarray:

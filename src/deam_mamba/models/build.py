@@ -13,8 +13,13 @@ def dyn_points_per_chunk(chunk_seconds: float) -> int:
 
 
 def num_outputs(cfg: Config) -> int:
-    """Model output size: 2 (static valence, arousal) or 2*K (dynamic, K points per chunk)."""
-    return 2 if cfg.mode == "static" else 2 * dyn_points_per_chunk(cfg.chunks.chunk_seconds)
+    """Model output size: 2 (static valence, arousal), 2*K (dynamic, K points per chunk), or for quadrant
+    runs 2 (``loss.quadrant=axes``: valence-positive and arousal-high logits) / 4 (``classes``: Q1..Q4)."""
+    if cfg.mode == "dynamic":
+        return 2 * dyn_points_per_chunk(cfg.chunks.chunk_seconds)
+    if cfg.mode == "quadrant" and cfg.loss.quadrant == "classes":
+        return 4
+    return 2
 
 
 def build_model(cfg: Config) -> nn.Module:

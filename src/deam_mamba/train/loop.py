@@ -43,13 +43,16 @@ from deam_mamba.core.distributed import (
     sync_buffers,
 )
 from deam_mamba.core.errors import ConfigError, OutputExistsError
+from deam_mamba.core.scales import parse_scale
 from deam_mamba.core.seed import seed_everything
-from deam_mamba.evaluation.scoring import predict_cached_songs, song_pairs, target_metric, validation_metrics
+from deam_mamba.data.base import MusicDataset
+from deam_mamba.data.deam import DEAMHandler
+from deam_mamba.evaluation.scoring import predict_cached_songs, run_validation_metrics, target_metric
 from deam_mamba.features.cache import FeatureCache
 from deam_mamba.features.chunks import Augment, ChunkDataset
 from deam_mamba.features.logmel import NormStats
 from deam_mamba.features.splits import open_data
-from deam_mamba.inference.predictor import Predictor, run_chunking
+from deam_mamba.inference.predictor import Predictor
 from deam_mamba.models.build import build_model
 from deam_mamba.runs import checkpoint as ck
 from deam_mamba.runs.log import RunLog
@@ -79,6 +82,23 @@ def make_datasets(cfg: Config, cache: FeatureCache, splits: dict[str, list[int]]
     return train_ds, norm
 
 
+def resolve_label_scale(cfg: Config, dataset: MusicDataset | DEAMHandler) -> None:
+    """Static runs regress the dataset's values on their own scale: record it in ``cfg.data.scale`` (so the
+    run folder says which scale its predictions are on). A quadrant-only dataset cannot train a static run."""
+    if cfg.mode == "dynamic":
+        return
+    if dataset.scale is None:
+        if cfg.mode == "static":
+            raise ConfigError(f"{dataset.kind} at {dataset.root} has quadrant labels only (no valence/arousal "
+                              "values): train it with mode=quadrant")
+        return
+    if cfg.data.scale is None:
+        cfg.data.scale = dataset.scale.name
+    elif parse_scale(cfg.data.scale) != dataset.scale:
+        raise ConfigError(f"data.scale={cfg.data.scale} but {dataset.kind} at {dataset.root} has labels on "
+                          f"{dataset.scale.name}: drop the override (labels are never rescaled silently)")
+
+
 # --- validation -----------------------------------------------------------------------------
 
 
@@ -93,14 +113,12 @@ def validate(cfg: Config, model: nn.Module, cache: FeatureCache, ids: list[int],
     (train or eval) it was given in.
     """
     was_training = model.training
-    chunk_s, hop_s = run_chunking(cfg)
-    pred = Predictor(model, cfg.features, norm, mode=cfg.mode, chunk_seconds=chunk_s, hop_seconds=hop_s,
-                     device=device, batch_size=cfg.train.eval_batch_size)
+    pred = Predictor.for_config(model, cfg, norm, device=device, batch_size=cfg.train.eval_batch_size)
     try:
         preds = predict_cached_songs(pred, cache, ids, progress=False)
     finally:
         model.train(was_training)
-    return validation_metrics(song_pairs(cfg.mode, cache, preds))
+    return run_validation_metrics(cfg.mode, cache, preds, cfg.label_scale())
 
 
 def _autocast(device: torch.device, bf16: bool):
@@ -179,7 +197,8 @@ def _train(cfg: Config, run_dir: Path, resume: bool, argv: list[str] | None, inf
         torch.set_num_threads(t.threads)
     device = resolve_device(t.device, info)
     seed_everything(t.seed)
-    _, cache, splits = open_data(cfg, info)
+    dataset, cache, splits = open_data(cfg, info)
+    resolve_label_scale(cfg, dataset)
     train_ds, norm = make_datasets(cfg, cache, splits)
     model = build_model(cfg).to(device)
     opt = make_optimizer(model, cfg)
@@ -215,7 +234,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, argv: list[str] | None, inf
                     extra={"world_size": info.world_size, "splits": splits, "steps_per_epoch": steps_per_epoch})
     net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
         if info.enabled else model
-    metric_name = target_metric(cfg.mode)
+    metric_name = target_metric(cfg.mode, cfg.label_scale())
     last_metrics: dict[str, float] = dict(st.history[-1]) if st.history else {}
 
     def save(best_metrics: dict[str, float] | None) -> None:

@@ -6,10 +6,10 @@ dynamic targets are DEAM's 2 Hz annotations on [-1, 1], used as they are.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from deam_mamba.config import Config
 from deam_mamba.core.errors import ConfigError, LabelError
-from deam_mamba.core.scales import normalise_static
 
 
 def _flat_rows(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None):
@@ -68,12 +68,30 @@ def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | No
     return sq.sum() / n.clamp(min=1)
 
 
+def quadrant_loss(logits: torch.Tensor, quadrant: torch.Tensor, head: str = "axes", smoothing: float = 0.0
+                  ) -> torch.Tensor:
+    """Loss of quadrant logits against quadrants 1..4 (``[B]`` int64).
+
+    ``head="axes"``: ``logits [B, 2]`` = (valence positive, arousal high), binary cross-entropy on each axis,
+    averaged; ``head="classes"``: ``logits [B, 4]`` = Q1..Q4, cross-entropy. ``smoothing`` moves targets
+    towards 0.5 (axes) or the uniform distribution (classes)."""
+    q = quadrant.long()
+    if head == "classes":
+        return F.cross_entropy(logits, q - 1, label_smoothing=float(smoothing))
+    target = torch.stack([(q == 1) | (q == 4), (q == 1) | (q == 2)], dim=1).to(logits.dtype)
+    target = target * (1.0 - 2.0 * smoothing) + smoothing
+    return F.binary_cross_entropy_with_logits(logits, target)
+
+
 def compute_loss(cfg: Config, out: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Weighted MSE + (1 - CCC) on the training scale (static: ``(y-5)/4``; dynamic: [-1, 1])."""
-    w_mse, w_ccc = cfg.loss.weights()
+    """The run's loss on the training scale: static, ``label_scale().to_unit(y)`` (``(y - 5) / 4`` on 1-9) with
+    weighted MSE + (1 - CCC); dynamic, [-1, 1] with the same, masked; quadrant, :func:`quadrant_loss`."""
     out = out.float()
+    if cfg.mode == "quadrant":
+        return quadrant_loss(out, batch["y_quad"], cfg.loss.quadrant, cfg.loss.label_smoothing)
+    w_mse, w_ccc = cfg.loss.weights()
     if cfg.mode == "static":
-        pred, target, mask = out, normalise_static(batch["y"].float()), None
+        pred, target, mask = out, cfg.label_scale().to_unit(batch["y"].float()), None
     else:
         k = batch["y_dyn"].shape[1]
         if out.shape[1] != 2 * k:

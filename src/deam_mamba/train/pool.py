@@ -25,7 +25,6 @@ import torch
 from deam_mamba.config import Config
 from deam_mamba.core.errors import ConfigError
 from deam_mamba.core.io import atomic_write_json
-from deam_mamba.core.scales import normalise_static
 from deam_mamba.evaluation.metrics import ccc
 from deam_mamba.evaluation.scoring import static_truth
 from deam_mamba.features.cache import FeatureCache
@@ -137,12 +136,11 @@ def fit_for_run(cfg: Config, run_dir: str | Path, cache: FeatureCache, splits: d
         return info
     model = build_model(cfg)
     load_weights(model, weights)
-    chunk_s, hop_s = run_chunking(cfg)
-    pred = Predictor(model, cfg.features, norm, mode="static", chunk_seconds=chunk_s, hop_seconds=hop_s,
-                     device=device, batch_size=cfg.train.eval_batch_size)
+    chunk_s, _ = run_chunking(cfg)
+    pred = Predictor.for_config(model, cfg, norm, device=device, batch_size=cfg.train.eval_batch_size)
     def data(ids: list[int]) -> tuple[list[torch.Tensor], torch.Tensor]:
         y = torch.tensor([static_truth(cache, i) for i in ids], dtype=torch.float32)
-        return song_bags(pred, cache, ids), normalise_static(y)
+        return song_bags(pred, cache, ids), cfg.label_scale().to_unit(y)
 
     log.info("attention pooling: embedding %d train + %d val songs (frozen backbone, step %d)",
              len(splits["train"]), len(splits["val"]), step)
