@@ -181,3 +181,15 @@ def test_checkpoint_errors_are_actionable(tmp_path):
     (tmp_path / "checkpoints" / "last.json").write_text("{")
     with pytest.raises(CheckpointError, match="unreadable"):
         checkpoint_paths(tmp_path, "last")
+
+
+def test_cli_takes_overrides_after_options(tmp_path, capsys):
+    """``train --config C --out DIR key=value``: the override is taken (and here checked), not refused."""
+    from deam_mamba import cli
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("mode: static\n")
+    assert cli.main(["train", "--config", str(cfg), "--out", str(tmp_path / "runs"), "optim.lrr=1e-3"]) == 2
+    assert "optim.lrr" in capsys.readouterr().err  # the override reached the config (unknown key named)
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--config", str(cfg), "--out", str(tmp_path / "runs"), "--nonsense"])

@@ -125,6 +125,11 @@ def test_cli_evaluate_and_predict(static_run, synth_corpus, tmp_path, capsys):
     sf.write(tmp_path / "short.wav", np.zeros((8000, 2), np.float32), 16000)
     assert cli.main(["predict", str(run), str(tmp_path / "short.wav"), "--out", str(tmp_path / "s.csv")]) == 0
     assert "short.wav" in (tmp_path / "s.csv").read_text()
+    # argument values are checked; key=value-free commands refuse stray words
+    assert cli.main(["predict", str(run), str(tmp_path / "short.wav"), "--hop-seconds", "0"]) == 2
+    assert "--hop-seconds must be > 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["predict", str(run), "--which", "best", "--bogus"])
 
 
 def test_evaluate_dynamic_run_reports_mediaeval_on_pm1(tmp_path_factory, synth_corpus, tmp_path):

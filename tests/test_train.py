@@ -266,3 +266,32 @@ def test_ddp_two_gloo_processes(synth_corpus, tmp_path_factory, tmp_path):
     run = load_run(run_dir)
     assert math.isfinite(run.best_metrics["val_ccc_mean_1to9"])
     assert done.stdout.count("best {") == 1  # the summary line is printed by rank 0 only
+
+
+@pytest.mark.slow
+def test_best_is_never_chosen_on_a_nan_validation_score(synth_corpus, tmp_path_factory, monkeypatch):
+    """An epoch whose validation cannot score (NaN) never becomes 'best'; best.json stays strict JSON."""
+    import json
+
+    from deam_mamba.config.load import load_config
+    from deam_mamba.train import loop
+
+    real = loop.validate
+    calls = []
+
+    def first_nan(*args, **kwargs):
+        m = real(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == 1:
+            m = {k: (float("nan") if k.startswith("val_ccc") else v) for k, v in m.items()}
+        return m
+
+    monkeypatch.setattr(loop, "validate", first_nan)
+    cfg = load_config(TINY, _overrides(synth_corpus, shared_cache(tmp_path_factory), "train.epochs=2"))
+    res = loop.train(cfg, tmp_path_factory.mktemp("nan_best") / "run")
+    assert len(calls) == 2 and res.history[0]["step"] < res.history[1]["step"]
+    best = json.loads((res.run_dir / "checkpoints" / "best.json").read_text(),
+                      parse_constant=lambda c: pytest.fail(f"bare {c} in best.json"))
+    assert best["step"] == res.history[1]["step"]  # epoch 1 (NaN) was not chosen
+    hist = json.loads((res.run_dir / "train_summary.json").read_text(), parse_constant=lambda c: pytest.fail(c))
+    assert hist["best"]["epoch"] == 2

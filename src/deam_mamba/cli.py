@@ -99,6 +99,8 @@ def _cmd_predict(sub: argparse._SubParsersAction) -> None:
     def run(a: argparse.Namespace) -> int:
         from deam_mamba.inference.files import check_output_path, predict_paths, predictions_to_json, write_predictions
 
+        if a.hop_seconds is not None and not a.hop_seconds > 0:
+            raise ConfigError(f"--hop-seconds must be > 0, got {a.hop_seconds}")
         if a.out:
             check_output_path(a.out, force=a.force)  # fail before any work
         res = predict_paths(a.run_dir, a.audio, which=a.which, device=a.device, batch_size=a.batch_size,

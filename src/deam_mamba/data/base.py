@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import math
 import os
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from deam_mamba.core.errors import (
     AudioDecodeError,
@@ -31,7 +31,7 @@ from deam_mamba.core.errors import (
     OutputExistsError,
     UnknownSongError,
 )
-from deam_mamba.core.io import atomic_write_text
+from deam_mamba.core.io import atomic_write_json, atomic_write_text
 from deam_mamba.core.scales import QUADRANTS, SCALE_PM1, LabelKind, Scale, quadrant_name, quadrant_of
 from deam_mamba.data.annotations import STATIC_COLUMNS, Problem, _n_id_audio
 from deam_mamba.data.audio import audio_info, load_audio, mp3_length_problem
@@ -133,7 +133,81 @@ def find_id_audio_dir(dirs: list[tuple[Path, list[str]]], preferred: str) -> Pat
 
 
 # --- the interface ---------------------------------------------------------------------------------------------
-class MusicDataset:
+class SongCollection:
+    """What every dataset reader shares once its songs are known: ``ids`` (sorted ints), ``problems``,
+    ``_audio`` (id -> file) and ``_durations``. :class:`MusicDataset` and
+    :class:`~deam_mamba.data.deam.DEAMHandler` build on it."""
+
+    ids: list[int]
+    problems: list[Problem]
+    _audio: dict[int, Path]
+    _durations: dict[int, float] | None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __contains__(self, song_id: object) -> bool:
+        return isinstance(song_id, (int, np.integer)) and int(song_id) in self._id_set
+
+    @property
+    def _id_set(self) -> set[int]:
+        """``set(self.ids)``, cached while ``ids`` is the same unchanged list."""
+        cached = getattr(self, "_id_cache", None)
+        if cached is None or cached[0] is not self.ids or cached[1] != len(self.ids):
+            cached = self._id_cache = (self.ids, len(self.ids), set(self.ids))
+        return cached[2]
+
+    def check_audio(self, deep: bool = False, progress: bool = True) -> dict[int, float]:
+        """Read the header of every audio file (``deep``: also decode it); ``{id: duration_s}`` of good ones.
+
+        MP3s also get their frames walked (finds truncated files). Unreadable files are added to
+        :attr:`problems` (kind ``unreadable_audio``) and leave :attr:`ids`.
+        """
+        durations: dict[int, float] = {}
+        known = {(p.kind, p.song_id) for p in self.problems}
+        for sid, path in tqdm(sorted(self._audio.items()), desc="checking audio", disable=not progress):
+            try:
+                seconds, sr, _ = audio_info(path)
+                if path.suffix.lower() == ".mp3":
+                    why = mp3_length_problem(path, int(round(seconds * sr)))
+                    if why:
+                        raise AudioDecodeError(path, why)
+                durations[sid] = load_audio(path, target_sr=None).shape[1] / sr if deep else seconds
+            except AudioDecodeError as exc:
+                if ("unreadable_audio", sid) not in known:
+                    self.problems.append(Problem("unreadable_audio", sid, str(path), exc.reason))
+        self._durations = durations
+        bad = {p.song_id for p in self.problems if p.kind == "unreadable_audio"}
+        self.ids = [i for i in self.ids if i not in bad]
+        return durations
+
+    def write_problems(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
+        """Write :attr:`problems` as CSV (``.csv``) or JSON (anything else), atomically."""
+        path = Path(path)
+        if path.exists() and not overwrite:
+            raise OutputExistsError(f"{path} exists; pass overwrite=True (--force) to replace it")
+        rows = [p.to_dict() for p in self.problems]
+        if path.suffix.lower() == ".csv":
+            buf = io.StringIO()
+            writer = csv.DictWriter(buf, fieldnames=["kind", "song_id", "file", "message"], lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(rows)
+            atomic_write_text(path, buf.getvalue())
+        else:
+            atomic_write_json(path, rows)
+        return path
+    def _problem_counts(self) -> dict[str, int]:
+        return dict(sorted(Counter(p.kind for p in self.problems).items()))
+
+    def load_wave(self, song_id: int, target_sr: int = 16_000, mono: bool = True,
+                  duration: float | None = None) -> np.ndarray:
+        """Decode a song: ``[C, T]`` float32 at ``target_sr`` Hz (C = 1 if mono; the first ``duration`` s if given)."""
+        return load_audio(self.audio_path(self._check(song_id)), target_sr=target_sr, mono=mono, duration=duration)
+
+    # --- splits ------------------------------------------------------------------------------------------------
+
+
+class MusicDataset(SongCollection):
     """Songs with audio and emotion labels. ``ids``: sorted int ids that have audio AND valid labels.
 
     Subclasses set the class attributes ``kind``, ``label_kind``, ``scale`` and implement :meth:`_load`,
@@ -212,20 +286,6 @@ class MusicDataset:
         raise UnknownSongError(f"unknown song id {sid}: {self.kind} at {self.root} has no such song "
                                f"(see .ids, e.g. {self.ids[:5]})")
 
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def __contains__(self, song_id: object) -> bool:
-        return isinstance(song_id, (int, np.integer)) and int(song_id) in self._id_set
-
-    @property
-    def _id_set(self) -> set[int]:
-        """``set(self.ids)``, cached while ``ids`` is the same unchanged list."""
-        cached = getattr(self, "_id_cache", None)
-        if cached is None or cached[0] is not self.ids or cached[1] != len(self.ids):
-            cached = self._id_cache = (self.ids, len(self.ids), set(self.ids))
-        return cached[2]
-
     def __repr__(self) -> str:
         return f"{type(self).__name__}(root={str(self.root)!r}, songs={len(self.ids)}, problems={len(self.problems)})"
 
@@ -273,12 +333,6 @@ class MusicDataset:
             return self._audio[sid]
         return self._audio[self._check(sid)]  # raises UnknownSongError with the reason
 
-    def load_wave(self, song_id: int, target_sr: int = 16_000, mono: bool = True,
-                  duration: float | None = None) -> np.ndarray:
-        """Decode a song: ``[C, T]`` float32 at ``target_sr`` Hz (C = 1 if mono; the first ``duration`` s if given)."""
-        return load_audio(self.audio_path(self._check(song_id)), target_sr=target_sr, mono=mono, duration=duration)
-
-    # --- splits ------------------------------------------------------------------------------------------------
     def _strata(self, ids: list[int]) -> list[int]:
         """Stratum per id: the quadrant for quadrant datasets, 0 (one stratum) for continuous ones."""
         return [self._quadrants[i] for i in ids] if self.label_kind == LabelKind.QUADRANT else [0] * len(ids)
@@ -364,9 +418,6 @@ class MusicDataset:
                  "val": sorted(int(i) for i in fold)} for n, fold in enumerate(folds)]
 
     # --- reporting ---------------------------------------------------------------------------------------------
-    def _problem_counts(self) -> dict[str, int]:
-        return dict(sorted(Counter(p.kind for p in self.problems).items()))
-
     def _summary_extra(self) -> dict:
         """Dataset-specific entries for :meth:`summary` (folders found, files read)."""
         return {}
@@ -388,67 +439,27 @@ class MusicDataset:
                      "n_without_artist": sum(not g for g in groups)}
         if self.label_kind == LabelKind.STATIC:
             cols = [c for c in STATIC_COLUMNS if any(c in self._static[i] for i in ids)]
-            out["static_labels"] = {c: _stats(np.array([self._static[i][c] for i in ids if c in self._static[i]]))
+            out["static_labels"] = {c: label_stats(np.array([self._static[i][c] for i in ids if c in self._static[i]]))
                                     for c in cols}
         dyn = [self.dynamic_labels(i) for i in ids if i in self._dynamic]
         out["dynamic_scale"] = self.dynamic_scale.name
         out["n_dynamic_labels"] = len(dyn)
         if dyn:
-            out["dynamic_labels"] = {"values_per_song": _stats(np.array([len(t) for t, _, _ in dyn])),
-                                     "valence": _stats(np.concatenate([v for _, v, _ in dyn])),
-                                     "arousal": _stats(np.concatenate([a for _, _, a in dyn]))}
+            out["dynamic_labels"] = {"values_per_song": label_stats(np.array([len(t) for t, _, _ in dyn])),
+                                     "valence": label_stats(np.concatenate([v for _, v, _ in dyn])),
+                                     "arousal": label_stats(np.concatenate([a for _, _, a in dyn]))}
         out["n_problems"] = len(self.problems)
         out["problems_by_kind"] = self._problem_counts()
         if durations and self._durations is None:
             self.check_audio(progress=False)
         if self._durations is not None:
-            out["durations_s"] = _stats(np.array(list(self._durations.values())))
+            out["durations_s"] = label_stats(np.array(list(self._durations.values())))
         return out
 
-    def check_audio(self, deep: bool = False, progress: bool = True) -> dict[int, float]:
-        """Read the header of every audio file (``deep``: also decode it); ``{id: duration_s}`` of good ones.
-
-        MP3s also get their frames walked (finds truncated files). Unreadable files are added to
-        :attr:`problems` (kind ``unreadable_audio``) and leave :attr:`ids`.
-        """
-        from tqdm.auto import tqdm  # optional progress display, as DEAMHandler.check_audio
-
-        durations: dict[int, float] = {}
-        known = {(p.kind, p.song_id) for p in self.problems}
-        for sid, path in tqdm(sorted(self._audio.items()), desc="checking audio", disable=not progress):
-            try:
-                seconds, sr, _ = audio_info(path)
-                if path.suffix.lower() == ".mp3":
-                    why = mp3_length_problem(path, int(round(seconds * sr)))
-                    if why:
-                        raise AudioDecodeError(path, why)
-                durations[sid] = load_audio(path, target_sr=None).shape[1] / sr if deep else seconds
-            except AudioDecodeError as exc:
-                if ("unreadable_audio", sid) not in known:
-                    self.problems.append(Problem("unreadable_audio", sid, str(path), exc.reason))
-        self._durations = durations
-        bad = {p.song_id for p in self.problems if p.kind == "unreadable_audio"}
-        self.ids = [i for i in self.ids if i not in bad]
-        return durations
-
-    def write_problems(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
-        """Write :attr:`problems` as CSV (``.csv``) or JSON (anything else), atomically."""
-        path = Path(path)
-        if path.exists() and not overwrite:
-            raise OutputExistsError(f"{path} exists; pass overwrite=True (--force) to replace it")
-        rows = [p.to_dict() for p in self.problems]
-        if path.suffix.lower() == ".csv":
-            buf = io.StringIO()
-            writer = csv.DictWriter(buf, fieldnames=["kind", "song_id", "file", "message"], lineterminator="\n")
-            writer.writeheader()
-            writer.writerows(rows)
-            atomic_write_text(path, buf.getvalue())
-        else:
-            atomic_write_text(path, json.dumps(rows, indent=2) + "\n")
-        return path
 
 
-def _stats(x: np.ndarray) -> dict[str, float | int]:
+def label_stats(x: np.ndarray) -> dict[str, float | int]:
+    """``{n, mean, std, min, max}`` of ``x`` (rounded to 4 places), ``{n: 0}`` when empty."""
     x = np.asarray(x, dtype=np.float64)
     if x.size == 0:
         return {"n": 0}

@@ -13,26 +13,19 @@ affect are excluded from :attr:`DEAMHandler.ids` — never dropped silently.
 """
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import os
-from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from deam_mamba.core.errors import (
-    AudioDecodeError,
     ConfigError,
     DatasetLayoutError,
     DatasetNotFoundError,
-    OutputExistsError,
     UnknownSongError,
 )
-from deam_mamba.core.io import atomic_write_json, atomic_write_text
 from deam_mamba.core.scales import DYNAMIC, STATIC, LabelKind, quadrant_of
 from deam_mamba.data.annotations import (
     STATIC_COLUMNS,
@@ -43,7 +36,7 @@ from deam_mamba.data.annotations import (
     parse_static,
     scan_audio,
 )
-from deam_mamba.data.audio import audio_info, load_audio, mp3_length_problem
+from deam_mamba.data.base import SongCollection, label_stats
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +79,7 @@ def _kagglehub_download() -> str:
         ) from exc
 
 
-class DEAMHandler:
+class DEAMHandler(SongCollection):
     """The DEAM dataset on disk. ``ids``: sorted song ids that have audio AND valid static labels.
 
     Same method names and semantics as :class:`deam_mamba.data.base.MusicDataset` (``kind``,
@@ -179,20 +172,6 @@ class DEAMHandler:
         raise UnknownSongError(f"unknown song id {sid}: DEAM at {self.root} has no such song "
                                f"(DEAM ids have gaps, e.g. 23, 26, 27, 28; see handler.ids)")
 
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def __contains__(self, song_id: object) -> bool:
-        return isinstance(song_id, (int, np.integer)) and int(song_id) in self._id_set
-
-    @property
-    def _id_set(self) -> set[int]:
-        """``set(self.ids)``, cached while ``ids`` is the same unchanged list."""
-        cached = getattr(self, "_id_cache", None)
-        if cached is None or cached[0] is not self.ids or cached[1] != len(self.ids):
-            cached = self._id_cache = (self.ids, len(self.ids), set(self.ids))
-        return cached[2]
-
     def __repr__(self) -> str:
         return f"DEAMHandler(root={str(self.root)!r}, songs={len(self.ids)}, problems={len(self.problems)})"
 
@@ -234,12 +213,6 @@ class DEAMHandler:
             return self._audio[sid]
         return self._audio[self._check(sid)]  # raises UnknownSongError with the reason
 
-    def load_wave(self, song_id: int, target_sr: int = 16_000, mono: bool = True,
-                  duration: float | None = None) -> np.ndarray:
-        """Decode a song: ``[C, T]`` float32 at ``target_sr`` Hz (C = 1 if mono; the first ``duration``
-        seconds if given). See :func:`~deam_mamba.data.audio.load_audio`."""
-        return load_audio(self.audio_path(self._check(song_id)), target_sr=target_sr, mono=mono, duration=duration)
-
     # --- splits ----------------------------------------------------------------------------
     def split(self, name: str = "official2015", seed: int = 0, val_fraction: float = 0.1,
               fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)) -> dict[str, list[int]]:
@@ -279,9 +252,6 @@ class DEAMHandler:
                  "val": sorted(int(i) for i in fold)} for n, fold in enumerate(folds)]
 
     # --- reporting -------------------------------------------------------------------------
-    def _problem_counts(self) -> dict[str, int]:
-        return dict(sorted(Counter(p.kind for p in self.problems).items()))
-
     def summary(self, durations: bool = False) -> dict:
         """Counts, id range, label statistics per scale, problems by kind.
 
@@ -304,73 +274,24 @@ class DEAMHandler:
                           "2014 (1001-2000)": sum(1000 < i <= 2000 for i in ids),
                           "2015 (2001-2058)": sum(i > 2000 for i in ids)},
             "static_scale": list(STATIC.bounds),
-            "static_labels": {c: _stats(v) for c, v in stat.items()},
+            "static_labels": {c: label_stats(v) for c, v in stat.items()},
             "dynamic_scale": list(DYNAMIC.bounds),
-            "dynamic_labels": self._dynamic_stats(),
+            "dynamic_labels": self._dynamiclabel_stats(),
             "n_problems": len(self.problems),
             "problems_by_kind": self._problem_counts(),
         }
         if durations and self._durations is None:
             self.check_audio(progress=False)
         if self._durations is not None:
-            out["durations_s"] = _stats(np.array(list(self._durations.values())))
+            out["durations_s"] = label_stats(np.array(list(self._durations.values())))
         return out
 
-    def _dynamic_stats(self) -> dict:
+    def _dynamiclabel_stats(self) -> dict:
         per_song = [self.dynamic_labels(i) for i in self.ids]
         lens = np.array([len(t) for t, _, _ in per_song])
-        return {"values_per_song": _stats(lens),
-                "valence": _stats(np.concatenate([v for _, v, _ in per_song]) if per_song else np.zeros(0)),
-                "arousal": _stats(np.concatenate([a for _, _, a in per_song]) if per_song else np.zeros(0))}
-
-    def check_audio(self, deep: bool = False, progress: bool = True) -> dict[int, float]:
-        """Read the header of every audio file (``deep``: also decode it); ``{id: duration_s}`` of good ones.
-
-        MP3s also get their frames walked (no decoding): this finds truncated files and VBR files
-        without a Xing header, of which libsndfile would silently decode only a part. Unreadable
-        files are added to :attr:`problems` (kind ``unreadable_audio``) and leave :attr:`ids`.
-        """
-        durations: dict[int, float] = {}
-        known = {(p.kind, p.song_id) for p in self.problems}
-        for sid, path in tqdm(sorted(self._audio.items()), desc="checking audio", disable=not progress):
-            try:
-                seconds, sr, _ = audio_info(path)
-                if path.suffix.lower() == ".mp3":
-                    why = mp3_length_problem(path, int(round(seconds * sr)))
-                    if why:
-                        raise AudioDecodeError(path, why)
-                durations[sid] = load_audio(path, target_sr=None).shape[1] / sr if deep else seconds
-            except AudioDecodeError as exc:
-                if ("unreadable_audio", sid) not in known:
-                    self.problems.append(Problem("unreadable_audio", sid, str(path), exc.reason))
-        self._durations = durations
-        bad = {p.song_id for p in self.problems if p.kind == "unreadable_audio"}
-        self.ids = [i for i in self.ids if i not in bad]
-        return durations
-
-    def write_problems(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
-        """Write :attr:`problems` as CSV (``.csv``) or JSON (anything else), atomically."""
-        path = Path(path)
-        if path.exists() and not overwrite:
-            raise OutputExistsError(f"{path} exists; pass overwrite=True (--force) to replace it")
-        rows = [p.to_dict() for p in self.problems]
-        if path.suffix.lower() == ".csv":
-            buf = io.StringIO()
-            writer = csv.DictWriter(buf, fieldnames=["kind", "song_id", "file", "message"], lineterminator="\n")
-            writer.writeheader()
-            writer.writerows(rows)
-            atomic_write_text(path, buf.getvalue())
-        else:
-            atomic_write_json(path, rows)
-        return path
-
-
-def _stats(x: np.ndarray) -> dict[str, float | int]:
-    x = np.asarray(x, dtype=np.float64)
-    if x.size == 0:
-        return {"n": 0}
-    return {"n": int(x.size), "mean": round(float(x.mean()), 4), "std": round(float(x.std()), 4),
-            "min": round(float(x.min()), 4), "max": round(float(x.max()), 4)}
+        return {"values_per_song": label_stats(lens),
+                "valence": label_stats(np.concatenate([v for _, v, _ in per_song]) if per_song else np.zeros(0)),
+                "arousal": label_stats(np.concatenate([a for _, _, a in per_song]) if per_song else np.zeros(0))}
 
 
 def format_summary(summary: dict, problems: list[Problem], max_problems: int | None = 50) -> str:

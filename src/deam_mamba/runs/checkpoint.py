@@ -125,7 +125,8 @@ def _read_pointer(ckpt: Path, which: str, missing_ok: bool = False) -> dict[str,
         if missing_ok:
             return None
         raise CheckpointError(
-            f"no '{which}' checkpoint in {ckpt} (is this a run folder written by `deam-mamba train`?)"
+            f"no '{which}' checkpoint in {ckpt} (is this a run folder written by `deam-mamba train`? A run whose "
+            "validation never scored has no 'best': use --which last)"
         )
     try:
         return json.loads(path.read_text(encoding="utf-8"))

@@ -62,6 +62,8 @@ from deam_mamba.train.pool import fit_for_run
 
 log = logging.getLogger(__name__)
 
+MIN_VAL_SONGS = 3  # fewer validation songs: a warning at start (scores are noise or undefined)
+
 
 # --- data ---------------------------------------------------------------------------------
 
@@ -73,6 +75,10 @@ def make_datasets(cfg: Config, cache: FeatureCache, splits: dict[str, list[int]]
         raise ConfigError("the training split is empty: check data.root / data.split")
     if not splits["val"]:
         raise ConfigError("the validation split is empty: early stopping needs validation songs")
+    if len(splits["val"]) < MIN_VAL_SONGS:
+        log.warning("only %d validation song(s): correlations and AUCs over so few songs are noise, or undefined "
+                    "(then no epoch counts as best); use a larger split (data.val_fraction, data.split)",
+                    len(splits["val"]))
     norm = cache.norm_stats(splits["train"])
     c = cfg.chunks
     augment = Augment(**c.augment) if c.augment is not None else None
@@ -283,7 +289,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, argv: list[str] | None, inf
         sync_buffers(info, eval_model)  # the validated model: with EMA its BatchNorm statistics are averaged per rank
         metrics = validate(cfg, eval_model, cache, splits["val"], norm, device)
         score = metrics[metric_name]
-        improved = st.best is None or (math.isfinite(score) and score > st.best + t.min_delta)
+        improved = math.isfinite(score) and (st.best is None or score > st.best + t.min_delta)  # never on NaN
         improved = broadcast_flag(info, improved)  # every rank takes rank 0's decision
         train_loss = mean_over_ranks(info, st.loss_sum / max(1, st.loss_n))
         row = {"epoch": st.epoch + 1, "step": st.step, "lr": lr_at(max(0, st.step - 1), cfg.optim, total_steps),
@@ -291,7 +297,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, argv: list[str] | None, inf
         st.history.append(row)
         last_metrics = row
         if improved:
-            st.best = score if math.isfinite(score) else -math.inf
+            st.best = score
             st.best_step = st.step
             st.bad_epochs = 0
         else:
@@ -307,6 +313,9 @@ def _train(cfg: Config, run_dir: Path, resume: bool, argv: list[str] | None, inf
         if info.is_main:
             log.info("epoch %d step %d: train_loss %.4f, %s %.4f%s", row["epoch"], row["step"], row["train_loss"],
                      metric_name, score, " (best)" if improved else "")
+    if st.best_step < 0 and info.is_main:
+        log.warning("no epoch had a finite %s (validation could not score): there is no 'best' checkpoint; "
+                    "use the last one (--which last) or fix the validation split", metric_name)
     pool_info = None
     if cfg.model.pooling == "attention" and info.is_main and st.best_step >= 0:
         pool_info = fit_for_run(cfg, run_dir, cache, splits, norm, device)  # song-level head, frozen best backbone
