@@ -213,13 +213,17 @@ def mp3_stream_samples(path: str | Path) -> int | None:
 def mp3_length_problem(path: str | Path, header_frames: int) -> str | None:
     """Why an MP3's header length (what libsndfile decodes) disagrees with its frames, or ``None``.
 
-    Tolerance: :data:`HEADER_ESTIMATE_SLACK_FRAMES` (encoder delay/padding) + 0.5 %.
+    A header that promises more than the frames hold is damage only beyond the estimated-header slack
+    that :func:`load_audio` accepts (:data:`HEADER_ESTIMATE_TOLERANCE` of the promised frames +
+    :data:`HEADER_ESTIMATE_SLACK_FRAMES`: one rule for both). Frames beyond the header's length (a VBR
+    MP3 without a Xing/Info header, which libsndfile cuts short) are flagged past
+    :data:`HEADER_ESTIMATE_SLACK_FRAMES` + 0.5 %.
     """
     stream = mp3_stream_samples(path)
     if stream is None:
         return None
     tol = HEADER_ESTIMATE_SLACK_FRAMES + stream // 200
-    if header_frames > stream + tol:
+    if header_frames > stream + HEADER_ESTIMATE_SLACK_FRAMES + HEADER_ESTIMATE_TOLERANCE * header_frames:
         return f"truncated: header promises {header_frames} frames, the MP3 frames hold {stream}"
     if header_frames < stream - tol:
         return (f"libsndfile (and librosa) would decode only {header_frames} of the {stream} frames "
