@@ -193,3 +193,16 @@ def test_cli_takes_overrides_after_options(tmp_path, capsys):
     assert "optim.lrr" in capsys.readouterr().err  # the override reached the config (unknown key named)
     with pytest.raises(SystemExit):
         cli.main(["train", "--config", str(cfg), "--out", str(tmp_path / "runs"), "--nonsense"])
+
+
+def test_progress_is_throttled_when_stderr_is_not_a_terminal():
+    """``make demo > log 2>&1`` must not fill the log with carriage-return progress updates: with stderr
+    redirected (as here, a pipe), the CLI sets tqdm's update interval to 30 s."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TQDM_MININTERVAL"}
+    script = "import os\nfrom deam_mamba import cli\ncli.main(['train'])\nprint(os.environ.get('TQDM_MININTERVAL'))"
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert out.stdout.strip().splitlines()[-1] == "30", (out.stdout, out.stderr)
