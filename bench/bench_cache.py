@@ -37,9 +37,10 @@ from deam_mamba.config import FeatureConfig
 from deam_mamba.core.runtime import tune_malloc
 from deam_mamba.data.audio import load_audio
 from deam_mamba.data.deam import DEAMHandler
-from deam_mamba.features.cache import FeatureCache, build_cache
+from deam_mamba.features.cache import FeatureCache
 from deam_mamba.features.chunks import ChunkDataset, chunk_starts
 from deam_mamba.features.logmel import LogMel
+from deam_mamba.features.prepare import build_cache
 from deam_mamba.synth.corpus import synthesize
 
 MALLOC_TUNED = tune_malloc()  # before any tensor work: glibc keeps freed memory (DEAM_MAMBA_MALLOC_TUNE=0: off)

@@ -96,7 +96,7 @@ plt.show()"""),
 Every song is decoded and featurised once (in parallel) into float16 arrays keyed by the feature
 settings; training then reads chunks from memory-mapped arrays. Re-running only processes new or
 changed songs."""),
-    ("code", """from deam_mamba.features.cache import build_cache
+    ("code", """from deam_mamba.features.prepare import build_cache
 
 t0 = time.perf_counter()
 cache_summary = build_cache(handler, cfg.data.cache, fc, workers=cfg.data.prepare_workers)

@@ -31,7 +31,7 @@ def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def tiny_run(tmp_path_factory: pytest.TempPathFactory, corpus: Path, mode: str = "static") -> Path:
     """Path of a finished 1-epoch run of ``mode`` on ``corpus`` (trained on first use)."""
-    from deam_mamba.config.load import load_config
+    from deam_mamba.config import load_config
     from deam_mamba.train.loop import train
 
     key = (str(corpus), mode)

@@ -126,11 +126,12 @@ def test_ridge_errors():
 @pytest.fixture(scope="module")
 def real_cache(synth_corpus, tmp_path_factory):
     """A real ``FeatureCache`` built from the session's synthetic corpus (small, cheap config)."""
-    cache_mod = pytest.importorskip("deam_mamba.features.cache")
     from deam_mamba.config import FeatureConfig
+    from deam_mamba.features import cache as cache_mod
+    from deam_mamba.features.prepare import build_cache
 
     out = tmp_path_factory.mktemp("ridge_cache")
-    cache_mod.build_cache(synth_corpus, out, FeatureConfig(n_mels=64, hop_length=320), workers=0, progress=False)
+    build_cache(synth_corpus, out, FeatureConfig(n_mels=64, hop_length=320), workers=0, progress=False)
     return cache_mod.FeatureCache(out)
 
 

@@ -16,9 +16,10 @@ from deam_mamba.config import FeatureConfig
 from deam_mamba.core.errors import CacheError, OutputExistsError, UnknownSongError
 from deam_mamba.data.audio import load_audio
 from deam_mamba.data.deam import DEAMHandler
-from deam_mamba.features import cache as cache_mod
-from deam_mamba.features.cache import FeatureCache, build_cache
+from deam_mamba.features import prepare as cache_mod
+from deam_mamba.features.cache import FeatureCache
 from deam_mamba.features.logmel import LogMel, compute_norm_stats
+from deam_mamba.features.prepare import build_cache
 
 CORRUPT = PROBLEM_IDS["corrupt_audio"]
 CFG = FeatureConfig(n_mels=64)  # smaller arrays, same code path

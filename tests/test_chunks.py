@@ -12,9 +12,10 @@ from deam_mamba.config import FeatureConfig
 from deam_mamba.core.errors import ConfigError, UnknownSongError
 from deam_mamba.core.scales import LabelKind
 from deam_mamba.data.deam import DEAMHandler
-from deam_mamba.features.cache import FeatureCache, build_cache
+from deam_mamba.features.cache import FeatureCache
 from deam_mamba.features.chunks import Augment, ChunkDataset, SongBatchSampler, chunk_starts
 from deam_mamba.features.logmel import NormStats
+from deam_mamba.features.prepare import build_cache
 
 
 @pytest.fixture(scope="module")

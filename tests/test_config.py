@@ -10,8 +10,7 @@ import pytest
 import torch
 import yaml
 
-from deam_mamba.config import Config, OptimConfig
-from deam_mamba.config.load import config_from_dict, dump_config, load_config
+from deam_mamba.config import Config, OptimConfig, config_from_dict, dump_config, load_config
 from deam_mamba.core.errors import CheckpointError, ConfigError
 from deam_mamba.train.optim import lr_at
 

@@ -115,7 +115,7 @@ def test_fitting_reduces_the_loss_and_beats_mean_pooling_on_validation():
 
 @pytest.fixture(scope="module")
 def attn_run(synth_corpus, tmp_path_factory):
-    from deam_mamba.config.load import load_config
+    from deam_mamba.config import load_config
     from deam_mamba.train.loop import train
 
     cfg = load_config(TINY, [f"data.root={synth_corpus}", f"data.cache={shared_cache(tmp_path_factory)}",

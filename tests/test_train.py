@@ -47,7 +47,7 @@ def _env() -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def static_run(synth_corpus, tmp_path_factory):
-    from deam_mamba.config.load import load_config
+    from deam_mamba.config import load_config
     from deam_mamba.train.loop import train
 
     cfg = load_config(TINY, _overrides(synth_corpus, shared_cache(tmp_path_factory)))
@@ -58,7 +58,7 @@ def static_run(synth_corpus, tmp_path_factory):
 def test_run_folder_holds_everything(static_run):
     import yaml
 
-    from deam_mamba.config.load import config_from_dict
+    from deam_mamba.config import config_from_dict
 
     cfg, res = static_run
     rd = res.run_dir
@@ -124,7 +124,7 @@ def test_existing_run_is_not_overwritten(static_run):
 
 
 def test_dynamic_mode_keeps_the_scales_apart(synth_corpus, tmp_path_factory):
-    from deam_mamba.config.load import load_config
+    from deam_mamba.config import load_config
     from deam_mamba.runs.run import load_run
     from deam_mamba.train.loop import train
 
@@ -160,7 +160,7 @@ def test_make_ema_averages_parameters_and_batchnorm_statistics() -> None:
 
 
 def test_ema_run_validates_and_saves_the_average(synth_corpus, tmp_path_factory):
-    from deam_mamba.config.load import load_config
+    from deam_mamba.config import load_config
     from deam_mamba.features.splits import split_ids
     from deam_mamba.runs.checkpoint import checkpoint_paths, load_state
     from deam_mamba.runs.run import load_run
@@ -190,7 +190,7 @@ def test_ema_run_validates_and_saves_the_average(synth_corpus, tmp_path_factory)
 @pytest.mark.slow
 def test_resume_after_sigkill_reaches_the_same_result(synth_corpus, tmp_path_factory, tmp_path):
     """A run killed with SIGKILL mid-epoch and resumed ends bit-identical to an uninterrupted one."""
-    from deam_mamba.config.load import load_config
+    from deam_mamba.config import load_config
     from deam_mamba.train.launch import start_training
     from deam_mamba.train.loop import train
 
@@ -253,7 +253,7 @@ def test_ddp_two_gloo_processes(synth_corpus, tmp_path_factory, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     meta = json.loads((run_dir / "meta.json").read_text())
     assert meta["world_size"] == 2
-    from deam_mamba.config.load import load_config
+    from deam_mamba.config import load_config
     from deam_mamba.features.splits import open_data
     from deam_mamba.train.loop import make_datasets
 
@@ -273,7 +273,7 @@ def test_best_is_never_chosen_on_a_nan_validation_score(synth_corpus, tmp_path_f
     """An epoch whose validation cannot score (NaN) never becomes 'best'; best.json stays strict JSON."""
     import json
 
-    from deam_mamba.config.load import load_config
+    from deam_mamba.config import load_config
     from deam_mamba.train import loop
 
     real = loop.validate

@@ -262,7 +262,7 @@ def _cmd_prepare(sub: argparse._SubParsersAction) -> None:
 
     def run(a: argparse.Namespace) -> int:
         from deam_mamba.config import FeatureConfig
-        from deam_mamba.features.cache import build_cache
+        from deam_mamba.features.prepare import build_cache
 
         cfg = FeatureConfig(n_mels=a.n_mels, fmax=a.fmax, top_db=a.top_db or None)
         s = build_cache(_open_dataset(a.data, a), a.cache, cfg, workers=a.workers, progress=not a.no_progress,

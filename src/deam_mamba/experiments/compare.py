@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from deam_mamba.config.load import load_config
+from deam_mamba.config import load_config
 from deam_mamba.core.errors import ConfigError, DeamError, OutputExistsError
 from deam_mamba.evaluation.baselines import fit_ridge_on_cache
 from deam_mamba.evaluation.evaluate import evaluate_run, resolve_run_data

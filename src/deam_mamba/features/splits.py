@@ -13,7 +13,8 @@ from deam_mamba.core.errors import CacheError
 from deam_mamba.data.base import MusicDataset
 from deam_mamba.data.deam import DEAMHandler
 from deam_mamba.data.registry import dataset_split, open_dataset
-from deam_mamba.features.cache import FeatureCache, build_cache
+from deam_mamba.features.cache import FeatureCache
+from deam_mamba.features.prepare import build_cache
 
 log = logging.getLogger(__name__)
 

@@ -25,8 +25,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from deam_mamba.config import Config
-from deam_mamba.config.load import config_to_dict
+from deam_mamba.config import Config, config_to_dict
 from deam_mamba.core.errors import CheckpointError
 from deam_mamba.core.io import atomic_path, atomic_write_json, to_json
 from deam_mamba.models.heads import AttentionPool

@@ -18,8 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from deam_mamba.config import Config
-from deam_mamba.config.load import dump_config
+from deam_mamba.config import Config, dump_config
 from deam_mamba.core.io import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)

@@ -14,9 +14,9 @@ import torch
 import yaml
 from torch import nn
 
-from deam_mamba.config import Config, config_from_dict
+from deam_mamba.config import Config, FeatureConfig, config_from_dict
 from deam_mamba.core.errors import CheckpointError
-from deam_mamba.features.logmel import FeatureConfig, NormStats
+from deam_mamba.features.logmel import NormStats
 from deam_mamba.models.build import build_model
 from deam_mamba.runs.checkpoint import checkpoint_paths, load_pool, load_weights, pool_path
 
