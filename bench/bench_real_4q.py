@@ -1,42 +1,70 @@
-"""Real-music benchmark: Russell-quadrant classification on the 4Q (TAFFC) clips, artist-disjoint folds.
+"""Real-music benchmark: Russell-quadrant classification on the 4Q (TAFFC) clips, on the folds of crossval.
 
-Data: ``../shared/real/4q`` relative to the repository root (``--root``): ``MER_audio_taffc_dataset/Q1..Q4/
-<Song>.mp3`` plus ``panda_dataset_taffc_annotations.csv`` (Song, Quadrant) and ``..._metadata.csv`` (Song,
-Artist, ...). Never copied or committed; if it is missing the script says so and exits 0.
+Data: ``../shared/real/4q`` relative to the repository root (``--root``), read with the project's reader
+(``deam_mamba.data.registry.open_dataset(root, kind="4q")``: int song ids, quadrant 1..4, artist or None). Never
+copied or committed; if it is missing the script says so and exits 0.
+
+Folds: every fold is ``dataset_split(ds, "kfold", seed, folds=k, fold=i, protocol=...)``, exactly what
+``deam-mamba crossval`` trains fold ``i`` on: its ``train`` + ``val`` songs are the fold's training songs, its
+``test`` songs the fold's test songs. The baselines below are fitted on train + val and scored on test, so every
+row of the table is on the same test songs. The top-level ``folds`` block of the JSON lists per fold the test
+songs per quadrant and ``test_ids_sha1`` = sha1 of the sorted test ids written as ``"4637,11357,..."`` (ASCII):
+two results with equal hashes used the same folds.
 
 Protocols:
-  artist_<k>fold   stratified k-fold (default 5) with no artist in both train and test (StratifiedGroupKFold);
-                   models choose hyperparameters on artist-grouped inner folds. The honest number.
-  random_10fold    (--random-10fold) stratified random 10-fold, artists leak across the split: the protocol
-                   of the published 4Q results (Panda et al. 2018: F1 76.4 % on 900 clips), for comparison.
+  artist_<k>fold   stratified k-fold (default 5) with no artist on both sides of a split (crossval
+                   ``--protocol artist``); the baselines choose hyperparameters on artist-grouped inner folds.
+                   The honest number. A song without an artist is its own group.
+  random_10fold    (--random-10fold) stratified random 10-fold (crossval ``--folds 10 --protocol random``):
+                   artists leak across the split, the protocol of the published 4Q results (Panda et al. 2018:
+                   F1 76.4 % on 900 clips), for comparison.
 
-Models (``MODELS``: name -> Model(needs, run); add deep models there, ``run(FoldData) -> FoldOutput``):
-  svm    152 handcrafted librosa features -> StandardScaler -> RBF SVC (class_weight balanced), C and gamma
-         by grid search on inner folds (macro-F1); axis scores from its one-vs-one margins.
-  ridge  per-clip log-mel statistics (128-band log-mel at 22.05 kHz, n_fft 2048, hop 512: mean and std per
-         band over time + 8 global descriptors, ``deam_mamba.baselines.mel_statistics``, 264 values) ->
-         StandardScaler -> RidgeClassifierCV (alpha by inner folds, macro-F1, class_weight balanced);
-         axis scores from its per-class decision values.
+Systems (one row per system and protocol):
+  svm, ridge       trained here (``MODELS``: name -> Model(needs, run); ``run(FoldData) -> FoldOutput``):
+    svm    152 handcrafted librosa features -> StandardScaler -> RBF SVC (class_weight balanced), C and gamma by
+           grid search on inner folds (macro-F1); axis scores from its one-vs-one margins.
+    ridge  per-clip log-mel statistics (128-band log-mel at 22.05 kHz, n_fft 2048, hop 512: mean and std per band
+           over time + 8 global descriptors, ``deam_mamba.baselines.mel_statistics``, 264 values) -> StandardScaler
+           -> RidgeClassifierCV (alpha by inner folds, macro-F1, class_weight balanced); axis scores from its
+           per-class decision values.
+  --crossval NAME=DIR     a finished ``deam-mamba crossval`` (``DIR/crossval.json``, ``DIR/fold<i>/eval/metrics.json``
+                          and ``predictions.csv``, train seconds from ``fold<i>/train_summary.json``). Each fold's
+                          test ids (``fold<i>/meta.json`` ``splits.test``) must equal the bench's, else the run is
+                          refused (listed under ``refused`` with ``same_folds: false``, exit status 1). Without
+                          ``crossval.json`` (still running) the finished folds are read and marked incomplete.
+  --zero-shot NAME=RUN    a trained static (or quadrant) run scored on all clips with the project's evaluation
+                          (``evaluate_run(RUN, split="all", data=root, kind="4q", cache=--feature-cache)``): its
+                          all-clip metrics with bootstrap CIs and, from its predictions, its metrics on each fold's
+                          test songs, so it lines up with the other rows. It never saw 4Q in training.
+  --train-deep a,b        trains each model through ``run_crossval(--deep-config, [data.root, data.cache,
+                          model.name=X, model.kwargs={}, *--deep-overrides], out_dir=--work/cv_X, folds=--folds)``
+                          (artist protocol, seed --seed), then adds it like ``--crossval X=--work/cv_X``. SLOW on CPU
+                          (hours per model): meant for a GPU machine. Resumable: finished folds are reused.
 
-Per model and protocol: per-fold macro-F1, accuracy, valence/arousal axis accuracy and ROC AUC, fit seconds;
-mean +- std over folds (ddof=1); pooled out-of-fold metrics with bootstrap 95 % CIs over songs (pooled AUCs
-mix the score scales of the k fold models). Features are cached as .npz in ``--work`` (git-ignored).
-``--out`` is merged: entries of models not run now are kept. Machine info and load average are recorded.
+Per system and protocol: per-fold macro-F1, accuracy, valence/arousal axis accuracy and ROC AUC, fit seconds;
+mean +- std over folds (ddof=1); pooled out-of-fold metrics with bootstrap 95 % CIs over songs (pooled AUCs mix the
+score scales of the k fold models). Features are cached as .npz in ``--work`` (git-ignored), keyed by song name.
+``--out`` is merged: entries of systems not run now are kept (a row whose folds hash differs from the ``folds``
+block is flagged). Machine info and load average are recorded. A markdown table is printed and written beside
+``--out`` (``.md``).
 
-    PYTHONPATH=src .venv/bin/python bench/bench_real_4q.py [--models svm,ridge] [--folds 5] [--random-10fold]
+    .venv/bin/python bench/bench_real_4q.py [--models svm,ridge] [--folds 5] [--random-10fold] [--workers 1]
+        [--crossval mv=/work/runs/cv_4q_mv] [--zero-shot demo=/tmp/demo/out/run]
+        [--train-deep resnet18,efficientnet_b0 --deep-overrides train.device=cuda]   # GPU machine only
 """
 from __future__ import annotations
 
 import argparse
 import csv
 import datetime as dt
+import hashlib
 import json
 import os
 import platform
 import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,67 +82,125 @@ from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold  # noq
 from sklearn.pipeline import Pipeline  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 
-from deam_mamba.core.errors import DatasetLayoutError  # noqa: E402
-from deam_mamba.core.io import atomic_write_json  # noqa: E402
+from deam_mamba.core.io import atomic_write_json, atomic_write_text  # noqa: E402
 from deam_mamba.core.scales import parse_quadrant  # noqa: E402
-from deam_mamba.data.folds import artist_disjoint_folds, fold_summary, random_stratified_folds  # noqa: E402
+from deam_mamba.data.folds import fold_summary  # noqa: E402
+from deam_mamba.data.registry import dataset_split, open_dataset  # noqa: E402
 from deam_mamba.evaluation.baselines import DEFAULT_ALPHAS, mel_statistics  # noqa: E402
 from deam_mamba.evaluation.handcrafted import extract_many, fit_predict_svm, handcrafted_features  # noqa: E402
 from deam_mamba.evaluation.quadrants import axis_scores, format_quadrant_metrics, quadrant_metrics  # noqa: E402
 
 DEFAULT_ROOT = ROOT.parent / "shared" / "real" / "4q"
+DEFAULT_DEEP_CONFIG = ROOT / "configs" / "real_4q.yaml"
 SR = 22050
 INNER_FOLDS = 5
-UNKNOWN_ARTIST = "<unknown artist>"
+VAL_FRACTION = 0.1  # crossval's default data.val_fraction; the test songs do not depend on it
 FOLD_KEYS = ("macro_f1", "accuracy", "valence_accuracy", "arousal_accuracy", "valence_auc", "arousal_auc")
+PROTOCOL_TEXT = {
+    "artist": "artist-disjoint stratified {k}-fold (deam_mamba dataset_split kfold, protocol artist, seed {seed}; "
+              "= deam-mamba crossval --folds {k} --protocol artist)",
+    "random": "random stratified {k}-fold (deam_mamba dataset_split kfold, protocol random, seed {seed}; = "
+              "deam-mamba crossval --folds {k} --protocol random): ARTISTS LEAK across train/test "
+              "(literature protocol)",
+}
 
 
 # --- data ------------------------------------------------------------------------------------------
 
 
-def _read_csv(path: Path) -> list[dict[str, str]]:
-    if not path.is_file():
-        raise DatasetLayoutError(f"missing {path}")
-    for enc in ("utf-8-sig", "cp1252"):
-        try:
-            with open(path, newline="", encoding=enc) as fh:
-                return list(csv.DictReader(fh))
-        except UnicodeDecodeError:
-            continue
-    raise DatasetLayoutError(f"{path} is neither UTF-8 nor cp1252 text")
+class SongSubset:
+    """The songs ``ids`` of a dataset, for :func:`dataset_split` (``--limit`` smoke runs)."""
+
+    def __init__(self, ds: Any, ids: Sequence[int]):
+        self._ds, self.ids = ds, sorted(int(i) for i in ids)
+
+    def quadrant(self, sid: int) -> int:
+        return self._ds.quadrant(sid)
+
+    def group(self, sid: int) -> str | None:
+        return self._ds.group(sid)
 
 
-def _load_4q(root: Path) -> tuple[list[Path], np.ndarray, np.ndarray, list[str]]:
-    """``(paths [N], quadrants [N] int 1..4, artists [N] str, songs [N])``, sorted by song id.
+@dataclass
+class Songs:
+    """The benchmark's songs in ``ids`` order (sorted ints); ``source`` is what :func:`dataset_split` splits."""
 
-    Artists are grouped case-insensitively (stripped, casefolded). Songs with an empty Artist field (3 in the
-    development portion) form one group :data:`UNKNOWN_ARTIST`: if they share an artist, it cannot leak (if not,
-    the folds are only a little stricter than needed). Raises :class:`DatasetLayoutError` if a song has no
-    metadata row or audio file, or its quadrant disagrees between the annotations and the metadata.
-    """
-    base = root / "MER_audio_taffc_dataset"
-    ann = _read_csv(base / "panda_dataset_taffc_annotations.csv")
-    meta = {r["Song"].strip(): r for r in _read_csv(base / "panda_dataset_taffc_metadata.csv")}
-    paths, quads, artists, songs, problems = [], [], [], [], []
-    for row in sorted(ann, key=lambda r: r["Song"]):
-        song = row["Song"].strip()
-        q = parse_quadrant(row["Quadrant"])
-        m = meta.get(song)
-        path = base / f"Q{q}" / f"{song}.mp3"
-        if m is None:
-            problems.append(f"{song}: no row in the metadata")
-        elif parse_quadrant(m["Quadrant"]) != q:
-            problems.append(f"{song}: quadrant {row['Quadrant']} in the annotations, {m['Quadrant']} in the metadata")
-        elif not path.is_file():
-            problems.append(f"{song}: missing audio {path}")
-        else:
-            paths.append(path)
-            quads.append(q)
-            artists.append(m.get("Artist", "").strip().casefold() or UNKNOWN_ARTIST)
-            songs.append(song)
-    if problems:
-        raise DatasetLayoutError(f"{len(problems)} problem(s) in {root}: " + "; ".join(problems[:5]))
-    return paths, np.array(quads, dtype=np.int64), np.array(artists), songs
+    source: Any
+    ids: np.ndarray          # [N] int song ids, sorted
+    names: list[str]         # [N] song names (MT0000004637), the feature-cache key
+    paths: list[Path]        # [N] audio files
+    quadrants: np.ndarray    # [N] int 1..4
+    groups: np.ndarray       # [N] str: artist, or "<song ID>" for a song without one (its own group, as in splits)
+    n_unknown_artist: int
+
+    def rows(self, ids: Sequence[int]) -> np.ndarray:
+        pos = {int(s): i for i, s in enumerate(self.ids.tolist())}
+        return np.sort(np.array([pos[int(s)] for s in ids], dtype=np.int64))
+
+
+def load_songs(root: Path, limit: int = 0) -> Songs:
+    """Open 4Q with the project's reader; ``limit > 0``: only the first ``limit`` songs (by id) per quadrant."""
+    ds = open_dataset(root, kind="4q")
+    ids = list(ds.ids)
+    source: Any = ds
+    if limit > 0:
+        ids = sorted(i for q in (1, 2, 3, 4) for i in [s for s in ids if ds.quadrant(s) == q][:limit])
+        source = SongSubset(ds, ids)
+    groups = [ds.group(i) for i in ids]
+    return Songs(source, np.array(ids, dtype=np.int64), [ds.name(i) for i in ids], [Path(ds.audio_path(i))
+                 for i in ids], np.array([ds.quadrant(i) for i in ids], dtype=np.int64),
+                 np.array([f"<song {i}>" if g is None else str(g) for i, g in zip(ids, groups, strict=True)]),
+                 sum(g is None for g in groups))
+
+
+def ids_sha1(ids: Sequence[int]) -> str:
+    """sha1 of the sorted ids written as ``"4637,11357,..."``: equal hashes, equal song sets."""
+    return hashlib.sha1(",".join(str(int(i)) for i in sorted(ids)).encode("ascii")).hexdigest()
+
+
+@dataclass
+class Protocol:
+    key: str                          # artist_5fold, random_10fold
+    kind: str                         # artist | random
+    k: int
+    seed: int
+    splits: list[dict[str, list[int]]]  # per fold {"train", "val", "test"} song ids (dataset_split)
+
+    @property
+    def grouped(self) -> bool:
+        return self.kind == "artist"
+
+    @property
+    def text(self) -> str:
+        return PROTOCOL_TEXT[self.kind].format(k=self.k, seed=self.seed)
+
+    def test_ids(self, fold: int) -> list[int]:
+        return sorted(self.splits[fold]["test"])
+
+    def train_ids(self, fold: int) -> list[int]:
+        return sorted(self.splits[fold]["train"] + self.splits[fold]["val"])
+
+    def sha1(self) -> str:
+        return hashlib.sha1(",".join(ids_sha1(s["test"]) for s in self.splits).encode("ascii")).hexdigest()
+
+    def block(self, songs: Songs) -> dict[str, Any]:
+        """The ``folds`` entry: per fold the sizes, test songs per quadrant and the sha1 of the test ids."""
+        q = {int(s): int(v) for s, v in zip(songs.ids.tolist(), songs.quadrants.tolist(), strict=True)}
+        per_fold = [{"fold": i, "n_train": len(s["train"]) + len(s["val"]), "n_val_of_train": len(s["val"]),
+                     "n_test": len(s["test"]),
+                     "test_per_quadrant": np.bincount([q[t] for t in s["test"]], minlength=5)[1:].tolist(),
+                     "test_ids_sha1": ids_sha1(s["test"])} for i, s in enumerate(self.splits)]
+        return {"protocol": self.kind, "k": self.k, "seed": self.seed, "val_fraction": VAL_FRACTION,
+                "description": self.text, "n_songs": int(songs.ids.size), "sha1": self.sha1(), "per_fold": per_fold}
+
+
+def make_protocol(songs: Songs, kind: str, k: int, seed: int) -> Protocol:
+    splits = [dataset_split(songs.source, "kfold", seed=seed, folds=k, fold=i, protocol=kind,
+                            val_fraction=VAL_FRACTION) for i in range(k)]
+    tests = sorted(t for s in splits for t in s["test"])
+    if tests != sorted(songs.ids.tolist()):
+        raise RuntimeError(f"{kind} {k}-fold: the test folds do not cover every song exactly once")
+    return Protocol(f"{kind}_{k}fold", kind, k, seed, splits)
 
 
 # --- features (cached) -----------------------------------------------------------------------------
@@ -139,34 +225,38 @@ FEATURE_SETS: dict[str, FeatureSet] = {
 }
 
 
-def load_features(name: str, paths: list[Path], songs: list[str], work: Path, workers: int) -> dict[str, Any]:
-    """``{"X" [N, D] (NaN rows for failures), "failures" {song: reason}, "seconds", "cached"}``; cached if it fits."""
+def load_features(name: str, songs: Songs, work: Path, workers: int) -> dict[str, Any]:
+    """``{"X" [N, D] (NaN rows for failures), "failures" {song: reason}, "seconds", "cached"}`` in ``songs`` order.
+
+    The cache ``work/<name>_v<version>_sr<SR>.npz`` is keyed by song name (the audio file's stem): rows are looked
+    up by name, so any order or subset of the songs re-uses it; it is recomputed only if a song is missing.
+    """
     fs = FEATURE_SETS[name]
     cache = work / f"{name}_v{fs.version}_sr{SR}.npz"
     if cache.is_file():
         z = np.load(cache, allow_pickle=False)
         have = {s: i for i, s in enumerate(z["songs"].tolist())}
-        if all(s in have for s in songs):
-            idx = [have[s] for s in songs]
+        if all(s in have for s in songs.names):
+            idx = [have[s] for s in songs.names]
             reasons = dict(zip(z["fail_songs"].tolist(), z["fail_reasons"].tolist(), strict=True))
-            return {"X": z["X"][idx], "failures": {s: reasons[s] for s in songs if s in reasons},
+            return {"X": z["X"][idx], "failures": {s: reasons[s] for s in songs.names if s in reasons},
                     "seconds": float(z["seconds"]), "cached": True}
-    print(f"extracting {name} features of {len(paths)} clips on {workers} worker(s) ...", flush=True)
+    print(f"extracting {name} features of {len(songs.paths)} clips on {workers} worker(s) ...", flush=True)
     t0 = time.perf_counter()
-    X, fails = extract_many(paths, sr=SR, workers=workers, progress=True, features=fs.fn)
+    X, fails = extract_many(songs.paths, sr=SR, workers=workers, progress=True, features=fs.fn)
     seconds = time.perf_counter() - t0
-    by_path = {str(p): s for p, s in zip(paths, songs, strict=True)}
+    by_path = {str(p): s for p, s in zip(songs.paths, songs.names, strict=True)}
     failures = {by_path[p]: reason for p, reason in fails}
     work.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix(".tmp.npz")
-    np.savez(tmp, X=X, songs=np.array(songs), seconds=seconds, fail_songs=np.array(list(failures), dtype=str),
-             fail_reasons=np.array(list(failures.values()), dtype=str))
+    np.savez(tmp, X=X, songs=np.array(songs.names), seconds=seconds,
+             fail_songs=np.array(list(failures), dtype=str), fail_reasons=np.array(list(failures.values()), dtype=str))
     os.replace(tmp, cache)
     print(f"  {name}: {X.shape[1]} features, {seconds:.0f} s, {len(failures)} failure(s) -> {cache}", flush=True)
     return {"X": X, "failures": failures, "seconds": seconds, "cached": False}
 
 
-# --- models ----------------------------------------------------------------------------------------
+# --- models trained here ---------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -175,11 +265,11 @@ class FoldData:
 
     features: dict[str, np.ndarray]  # feature-set name -> [N, D], for the sets the model needs
     quadrants: np.ndarray            # [N] int 1..4
-    artists: np.ndarray              # [N] str
+    groups: np.ndarray               # [N] str artist groups
     paths: list[Path]                # [N] audio files (for models that read audio themselves)
     train_idx: np.ndarray
     test_idx: np.ndarray
-    inner_groups: np.ndarray | None  # artists of the training rows for artist-grouped inner CV, None = ungrouped
+    inner_groups: np.ndarray | None  # groups of the training rows for artist-grouped inner CV, None = ungrouped
     seed: int
     work: Path
 
@@ -231,36 +321,222 @@ MODELS: dict[str, Model] = {
 }
 
 
-# --- protocol --------------------------------------------------------------------------------------
-
-
 def _f3(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.3f}"
 
 
-def run_protocol(model: Model, folds: list[tuple[np.ndarray, np.ndarray]], grouped: bool, data: dict[str, Any],
+def run_protocol(model: Model, proto: Protocol, songs: Songs, features: dict[str, np.ndarray], keep: np.ndarray,
                  seed: int, work: Path, label: str) -> dict[str, Any]:
-    """Run ``model`` on every fold; per-fold metrics, their summary and pooled out-of-fold metrics."""
-    q, artists = data["quadrants"], data["artists"]
+    """Fit ``model`` on train + val of every fold, score its test songs; per-fold, summary and pooled metrics.
+
+    ``keep [N]``: rows with features (a clip whose features failed is left out of training and testing).
+    """
+    q = songs.quadrants
     n = q.shape[0]
     pred, vs, as_ = np.zeros(n, np.int64), np.zeros(n), np.zeros(n)
+    done = np.zeros(n, bool)
     per_fold = []
-    for i, (tr, te) in enumerate(folds):
-        fd = FoldData({k: data["features"][k] for k in model.needs}, q, artists, data["paths"], tr, te,
-                      artists[tr] if grouped else None, seed, work)
+    for i in range(proto.k):
+        tr = songs.rows(proto.train_ids(i))
+        te = songs.rows(proto.test_ids(i))
+        tr, te = tr[keep[tr]], te[keep[te]]
+        fd = FoldData({k: features[k] for k in model.needs}, q, songs.groups, songs.paths, tr, te,
+                      songs.groups[tr] if proto.grouped else None, seed, work)
         t0 = time.perf_counter()
         out = model.run(fd)
         fit_s = time.perf_counter() - t0
-        pred[te], vs[te], as_[te] = out.pred, out.valence_score, out.arousal_score
+        pred[te], vs[te], as_[te], done[te] = out.pred, out.valence_score, out.arousal_score, True
         m = quadrant_metrics(q[te], out.pred, out.valence_score, out.arousal_score, bootstrap=0)
         row = {"fold": i, "n_train": int(tr.size), "n_test": int(te.size),
                **{k: m[k]["value"] for k in FOLD_KEYS}, "fit_s": fit_s, **out.info}
         per_fold.append(row)
-        print(f"  [{label}] fold {i + 1}/{len(folds)}: macro-F1 {row['macro_f1']:.3f}  acc {row['accuracy']:.3f}  "
+        print(f"  [{label}] fold {i + 1}/{proto.k}: macro-F1 {row['macro_f1']:.3f}  acc {row['accuracy']:.3f}  "
               f"AUC v {_f3(row['valence_auc'])} a {_f3(row['arousal_auc'])}  {fit_s:.1f} s  {out.info}", flush=True)
-    pooled = quadrant_metrics(q, pred, vs, as_, bootstrap=1000, seed=seed)
+    pooled = quadrant_metrics(q[done], pred[done], vs[done], as_[done], bootstrap=1000, seed=seed)
     return {"per_fold": per_fold, "summary": fold_summary(per_fold), "pooled_out_of_fold": pooled,
-            "fit_s_total": float(sum(r["fit_s"] for r in per_fold))}
+            "fit_s_total": float(sum(r["fit_s"] for r in per_fold)), "folds_sha1": proto.sha1(),
+            "same_folds": True}
+
+
+# --- systems read from finished runs ---------------------------------------------------------------
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _read_predictions(path: Path) -> dict[int, tuple[int, int, float, float]]:
+    """``predictions.csv`` -> ``{song_id: (true quadrant, predicted quadrant, valence score, arousal score)}``."""
+    with open(path, newline="", encoding="utf-8") as fh:
+        return {int(r["song_id"]): (parse_quadrant(r["quadrant_true"]), parse_quadrant(r["quadrant_pred"]),
+                                    float(r["valence_score"]), float(r["arousal_score"])) for r in csv.DictReader(fh)}
+
+
+def _pooled(preds: dict[int, tuple[int, int, float, float]], seed: int) -> dict[str, Any] | None:
+    if not preds:
+        return None
+    a = np.array(list(preds.values()), dtype=np.float64)
+    return quadrant_metrics(a[:, 0].astype(np.int64), a[:, 1].astype(np.int64), a[:, 2], a[:, 3], bootstrap=1000,
+                            seed=seed)
+
+
+def read_crossval(name: str, cv_dir: Path, get_protocol: Callable[[str, int], Protocol], seed: int,
+                  songs: Songs) -> tuple[str, dict[str, Any]]:
+    """A ``deam-mamba crossval`` output folder -> ``(protocol key, entry)``; the entry says ``same_folds``.
+
+    Per fold: the metrics of ``fold<i>/eval/metrics.json`` (``quadrants``), train seconds of
+    ``fold<i>/train_summary.json`` and the fold's test ids (``fold<i>/meta.json`` ``splits.test``), compared with
+    the bench's fold. Without ``crossval.json`` (a cross-validation still running) the folds that have an
+    evaluation are read and the entry is marked ``complete: false``.
+    """
+    summary_path = cv_dir / "crossval.json"
+    summary = _read_json(summary_path) if summary_path.is_file() else None
+    fold_dirs = sorted((p for p in cv_dir.glob("fold*") if p.name[4:].isdigit()), key=lambda p: int(p.name[4:]))
+    if summary is None and not fold_dirs:
+        raise FileNotFoundError(f"{cv_dir}: no crossval.json and no fold<i>/ folders: not a deam-mamba crossval "
+                                "output")
+    cfg0 = _read_yaml_config(fold_dirs[0] / "config.yaml") if fold_dirs else {}
+    kind = summary["protocol"] if summary else cfg0.get("data", {}).get("fold_protocol", "artist")
+    k = int(summary["folds"]) if summary else int(cfg0.get("data", {}).get("folds", len(fold_dirs)))
+    proto = get_protocol(kind, k)
+    rows, mismatches, preds = [], [], {}
+    for i in range(k):
+        fdir = cv_dir / f"fold{i}"
+        metrics_path = fdir / "eval" / "metrics.json"
+        if not metrics_path.is_file():
+            continue
+        meta = _read_json(fdir / "meta.json")
+        test = sorted(int(t) for t in meta["splits"]["test"])
+        same = test == proto.test_ids(i)
+        if not same:
+            mismatches.append({"fold": i, "run_test_ids_sha1": ids_sha1(test), "bench_test_ids_sha1":
+                               ids_sha1(proto.test_ids(i)), "n_run": len(test), "n_bench": len(proto.test_ids(i))})
+        m = _read_json(metrics_path)
+        qm = m.get("quadrants") or {}
+        ts = fdir / "train_summary.json"
+        train_s = _read_json(ts).get("seconds_this_session") if ts.is_file() else None
+        rows.append({"fold": i, "n_train": len(meta["splits"].get("train", [])) + len(meta["splits"].get("val", [])),
+                     "n_test": int(m.get("n_songs", len(test))),
+                     **{key: qm[key]["value"] for key in FOLD_KEYS if key in qm},
+                     "fit_s": float(train_s) if train_s is not None else None, "test_ids_sha1": ids_sha1(test),
+                     "same_fold": same, "checkpoint_step": m.get("step")})
+        pred_csv = fdir / "eval" / "predictions.csv"
+        if pred_csv.is_file():
+            preds.update(_read_predictions(pred_csv))
+    if not rows:
+        raise FileNotFoundError(f"{cv_dir}: no fold has an evaluation (fold<i>/eval/metrics.json) yet")
+    complete = summary is not None and len(rows) == k
+    fit = [r["fit_s"] for r in rows if r["fit_s"] is not None]
+    meta0 = _read_json(cv_dir / f"fold{rows[0]['fold']}" / "meta.json")
+    model_name = summary["model"] if summary else cfg0.get("model", {}).get("name")
+    mode = summary["mode"] if summary else cfg0.get("mode")
+    entry = {
+        "description": f"deam-mamba crossval run {cv_dir} (model {model_name}, mode {mode})",
+        "source": {"kind": "crossval", "dir": str(cv_dir), "config": summary.get("config") if summary else None,
+                   "overrides": summary.get("overrides") if summary else None,
+                   "git_commit": meta0.get("git_commit"), "versions": meta0.get("versions"),
+                   "command": meta0.get("command")},
+        "per_fold": rows, "summary": fold_summary([{k2: v for k2, v in r.items() if k2 not in ("fold", "same_fold",
+                                                                                            "checkpoint_step")}
+                                                   for r in rows]),
+        "pooled_out_of_fold": _pooled(preds, seed) if complete else None,
+        "fit_s_total": float(sum(fit)) if fit else None,
+        "complete": complete, "n_folds_done": len(rows), "same_folds": not mismatches, "folds_sha1": proto.sha1(),
+        "artist_leaking": not proto.grouped, "protocol": proto.text + "; trained by deam-mamba crossval on train "
+                                                                      "(early stopping on val), scored on test",
+    }
+    if summary is not None:  # crossval's own mean +- std, for reference (equal to summary when complete)
+        entry["crossval_mean_std"] = summary.get("mean_std")
+    if mismatches:
+        entry["fold_mismatches"] = mismatches
+    return proto.key, entry
+
+
+def _read_yaml_config(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    import yaml
+
+    return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+
+
+def zero_shot(name: str, run_dir: Path, root: Path, cache: Path, work: Path, protocols: list[Protocol], songs: Songs,
+              seed: int, force: bool) -> dict[str, Any]:
+    """Score a trained run on every clip (``evaluate_run(split="all")``), then per fold on each fold's test songs.
+
+    The evaluation goes to ``work/zeroshot_<name>``; it is reused when its ``metrics.json`` is of the same run
+    and checkpoint step (``--zero-shot-force`` redoes it).
+    """
+    from deam_mamba.evaluation.evaluate import evaluate_run
+
+    out = work / f"zeroshot_{name}"
+    best = _read_json(run_dir / "checkpoints" / "best.json")
+    old = out / "metrics.json"
+    t0 = time.perf_counter()
+    if (not force and old.is_file() and (out / "predictions.csv").is_file()
+            and _read_json(old).get("run_dir") == str(run_dir) and _read_json(old).get("step") == best.get("step")):
+        print(f"zero-shot {name}: re-using {out} (run {run_dir}, step {best.get('step')})", flush=True)
+        metrics = _read_json(old)
+        reused = True
+    else:
+        print(f"zero-shot {name}: evaluating {run_dir} on all clips of {root} (cache {cache}) ...", flush=True)
+        metrics = evaluate_run(run_dir, split="all", data=root, kind="4q", cache=cache, out_dir=out, bootstrap=1000,
+                               force=True, progress=False, seed=seed)
+        reused = False
+    eval_s = time.perf_counter() - t0
+    preds = _read_predictions(out / "predictions.csv")
+    run_cfg = _read_yaml_config(run_dir / "config.yaml")
+    entry: dict[str, Any] = {
+        "description": f"zero-shot: run {run_dir} (mode {run_cfg.get('mode')}, model "
+                       f"{run_cfg.get('model', {}).get('name')}, trained on {run_cfg.get('data', {}).get('root')}), "
+                       "never trained on 4Q; quadrant by the sign of its valence/arousal around the scale midpoint, "
+                       "AUC from its predicted values",
+        "zero_shot": True,
+        "source": {"kind": "zero_shot", "run_dir": str(run_dir), "checkpoint_step": best.get("step"),
+                   "trained_on": run_cfg.get("data", {}).get("root"), "eval_dir": os.path.relpath(out, ROOT),
+                   "evaluation_reused": reused, "evaluate_s": round(eval_s, 1), "pooling": metrics.get("pooling")},
+        "all_clips": {"n_songs": metrics.get("n_songs"), "quadrants": metrics.get("quadrants")},
+    }
+    missing = [int(s) for s in songs.ids.tolist() if int(s) not in preds]
+    if missing:
+        entry["missing_predictions"] = missing
+        print(f"WARNING: zero-shot {name}: no prediction for {len(missing)} clip(s), e.g. {missing[:5]}", flush=True)
+    for proto in protocols:
+        rows = []
+        for i in range(proto.k):
+            te = [t for t in proto.test_ids(i) if t in preds]
+            a = np.array([preds[t] for t in te], dtype=np.float64)
+            m = quadrant_metrics(a[:, 0].astype(np.int64), a[:, 1].astype(np.int64), a[:, 2], a[:, 3], bootstrap=0)
+            rows.append({"fold": i, "n_train": 0, "n_test": len(te), **{k: m[k]["value"] for k in FOLD_KEYS},
+                         "fit_s": None})
+        entry[proto.key] = {"per_fold": rows, "summary": fold_summary([{k: v for k, v in r.items() if k != "fold"}
+                                                                       for r in rows]),
+                            "pooled_out_of_fold": metrics.get("quadrants"), "fit_s_total": None,
+                            "folds_sha1": proto.sha1(), "same_folds": True, "artist_leaking": False,
+                            "protocol": proto.text + "; ZERO-SHOT: no training on 4Q, the same predictions scored on "
+                                                     "each fold's test songs (pooled = all clips)"}
+        s = entry[proto.key]["summary"]
+        print(f"  zero-shot {name} {proto.key}: macro-F1 {_f3(s['macro_f1']['mean'])} +- {_f3(s['macro_f1']['std'])}",
+              flush=True)
+    return entry
+
+
+def train_deep(model: str, config: Path, overrides: list[str], root: Path, cache: Path, work: Path, folds: int,
+               seed: int) -> Path:
+    """Cross-validate ``model`` with ``deam-mamba crossval`` (artist protocol) into ``work/cv_<model>``. Slow on CPU."""
+    from deam_mamba.experiments.crossval import run_crossval
+
+    out = work / f"cv_{model}"
+    if (out / "crossval.json").is_file():
+        print(f"train-deep {model}: {out}/crossval.json exists, re-using it", flush=True)
+        return out
+    print(f"train-deep {model}: deam-mamba crossval {config} -> {out} ({folds} folds; hours on a CPU)", flush=True)
+    run_crossval(config, [f"data.root={root}", f"data.cache={cache}", f"model.name={model}", "model.kwargs={}",
+                          *overrides], out_dir=out, folds=folds, protocol="artist", seed=seed)
+    return out
+
+
+# --- output ----------------------------------------------------------------------------------------
 
 
 def machine_info(workers: int) -> dict[str, Any]:
@@ -271,97 +547,219 @@ def machine_info(workers: int) -> dict[str, Any]:
     }
 
 
+def _ms(summary: dict[str, Any], key: str) -> str:
+    s = summary.get(key) or {}
+    if s.get("mean") is None:
+        return "-"
+    return f"{s['mean']:.3f} ± {s['std']:.3f}" if s.get("std") is not None else f"{s['mean']:.3f}"
+
+
+def markdown_table(result: dict[str, Any]) -> str:
+    """Model, protocol, macro-F1 / accuracy / valence AUC / arousal AUC (mean ± std over folds), train s/fold."""
+    folds = result.get("folds", {})
+    n = result.get("dataset", {}).get("n_clips")
+    lines = [f"# 4Q (TAFFC) quadrant classification, {n} clips: every system on the same folds", "",
+             "mean ± sample std over the test folds; folds = `deam-mamba crossval` folds (seed "
+             f"{result.get('dataset', {}).get('seed')}); zero-shot rows were never trained on 4Q.", "",
+             "| model | protocol | macro-F1 | accuracy | valence AUC | arousal AUC | train s/fold |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    notes = []
+    for name, entry in result.get("models", {}).items():
+        for pkey, r in entry.items():
+            if not isinstance(r, dict) or "summary" not in r:
+                continue
+            s = r["summary"]
+            label = pkey
+            if entry.get("zero_shot"):
+                label += " (zero-shot)"
+            if r.get("complete") is False:
+                label += f" ({r.get('n_folds_done')}/{len(folds.get(pkey, {}).get('per_fold', [])) or '?'} folds)"
+            if pkey in folds and r.get("folds_sha1") != folds[pkey]["sha1"]:
+                label += " †"
+                notes.append(f"† {name} {pkey}: other folds than the `folds` block (older run); re-run it")
+            fit = [f["fit_s"] for f in r.get("per_fold", []) if f.get("fit_s") is not None]
+            train = "zero-shot" if entry.get("zero_shot") else (f"{np.mean(fit):.0f}" if fit else "-")
+            lines.append(f"| {name} | {label} | {_ms(s, 'macro_f1')} | {_ms(s, 'accuracy')} | "
+                         f"{_ms(s, 'valence_auc')} | {_ms(s, 'arousal_auc')} | {train} |")
+    for name, entry in result.get("models", {}).items():
+        if entry.get("zero_shot") and entry.get("all_clips", {}).get("quadrants"):
+            q = entry["all_clips"]["quadrants"]
+            notes.append(f"{name}, all {entry['all_clips']['n_songs']} clips at once: macro-F1 "
+                         f"{_f3(q['macro_f1']['value'])}, valence AUC {_f3(q['valence_auc']['value'])}, arousal AUC "
+                         f"{_f3(q['arousal_auc']['value'])}")
+    for name, r in result.get("refused", {}).items():
+        notes.append(f"refused {name}: same_folds false ({r.get('dir')})")
+    fold_lines = [f"- {k}: sha1 {v['sha1'][:12]}, test songs per fold "
+                  f"{[f['n_test'] for f in v['per_fold']]}" for k, v in folds.items()]
+    return "\n".join(lines + ([""] + notes if notes else []) + ["", "Folds:"] + fold_lines) + "\n"
+
+
+def _pairs(values: list[str], flag: str, ap: argparse.ArgumentParser) -> list[tuple[str, Path]]:
+    out = []
+    for v in values:
+        name, sep, path = v.partition("=")
+        if not sep or not name.strip() or not path.strip():
+            ap.error(f"{flag} expects NAME=DIR, got {v!r}")
+        out.append((name.strip(), Path(path.strip()).expanduser().resolve()))
+    return out
+
+
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog="\n".join(__doc__.splitlines()[1:]))
     ap.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="4Q dataset folder (default ../shared/real/4q)")
-    ap.add_argument("--folds", type=int, default=5, help="artist-disjoint folds")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--models", default="svm,ridge", help=f"comma list of {', '.join(MODELS)}")
-    ap.add_argument("--work", type=Path, default=ROOT / "bench" / "_work", help="feature cache folder (git-ignored)")
+    ap.add_argument("--folds", type=int, default=5, help="artist-disjoint folds (crossval --folds)")
+    ap.add_argument("--seed", type=int, default=0, help="split seed (crossval's data.split_seed) and model seed")
+    ap.add_argument("--models", default="svm,ridge", help=f"comma list of {', '.join(MODELS)} ('' or none: only "
+                    "systems from --crossval / --zero-shot / --train-deep)")
+    ap.add_argument("--work", type=Path, default=ROOT / "bench" / "_work", help="feature caches and evaluations "
+                    "(git-ignored)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "real_4q.json")
     ap.add_argument("--workers", type=int, default=2, help="feature-extraction processes")
-    ap.add_argument("--random-10fold", action="store_true", help="also run random stratified 10-fold (artists leak)")
-    ap.add_argument("--limit", type=int, default=0, help="smoke run: only the first N clips of each quadrant")
+    ap.add_argument("--random-10fold", action="store_true", help="also the random stratified 10-fold (artists leak)")
+    ap.add_argument("--limit", type=int, default=0, help="smoke run: only the first N clips (by id) of each quadrant")
+    ap.add_argument("--crossval", action="append", default=[], metavar="NAME=DIR",
+                    help="add a finished deam-mamba crossval output folder as system NAME (repeatable)")
+    ap.add_argument("--zero-shot", action="append", default=[], metavar="NAME=RUN_DIR",
+                    help="score a trained run on all clips, never trained on 4Q (repeatable)")
+    ap.add_argument("--zero-shot-force", action="store_true", help="re-evaluate zero-shot runs already evaluated")
+    ap.add_argument("--feature-cache", type=Path, default=None,
+                    help="deam-mamba feature cache of the 4Q clips for --zero-shot / --train-deep (built if missing; "
+                         "default WORK/cache_4q)")
+    ap.add_argument("--train-deep", default="", help="comma list of model names to cross-validate with deam-mamba "
+                    "crossval into WORK/cv_<model> (e.g. resnet18,efficientnet_b0). SLOW on CPU (hours): GPU machine")
+    ap.add_argument("--deep-config", type=Path, default=DEFAULT_DEEP_CONFIG, help="config for --train-deep")
+    ap.add_argument("--deep-overrides", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="extra config overrides for --train-deep (e.g. train.device=cuda train.epochs=20)")
     args = ap.parse_args()
 
-    if not (args.root / "MER_audio_taffc_dataset").is_dir():
+    if not args.root.is_dir():
         print(f"4Q dataset not found at {args.root}: nothing to benchmark (see --root)")
         return 0
-    names = [m.strip() for m in args.models.split(",") if m.strip()]
+    names = [m.strip() for m in args.models.split(",") if m.strip() and m.strip().lower() != "none"]
     unknown = [m for m in names if m not in MODELS]
-    if unknown or not names:
+    if unknown:
         ap.error(f"unknown model(s) {unknown}; known: {', '.join(MODELS)}")
+    crossvals = _pairs(args.crossval, "--crossval", ap)
+    zero_shots = _pairs(args.zero_shot, "--zero-shot", ap)
+    deep = [m.strip() for m in args.train_deep.split(",") if m.strip()]
+    if not (names or crossvals or zero_shots or deep):
+        ap.error("nothing to do: give --models, --crossval, --zero-shot or --train-deep")
+    root, work = args.root.resolve(), args.work.resolve()
+    feature_cache = (args.feature_cache or work / "cache_4q").resolve()
     load_start = os.getloadavg()
     started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
-    paths, quads, artists, songs = _load_4q(args.root)
-    if args.limit > 0:
-        sel = np.concatenate([np.flatnonzero(quads == q)[: args.limit] for q in (1, 2, 3, 4)])
-        sel.sort()
-        paths, quads, artists, songs = [paths[i] for i in sel], quads[sel], artists[sel], [songs[i] for i in sel]
-    print(f"4Q: {len(songs)} clips, {len(set(artists.tolist()))} artists, per quadrant "
-          f"{np.bincount(quads, minlength=5)[1:].tolist()}", flush=True)
-    needed = sorted({f for m in names for f in MODELS[m].needs})
-    feats = {f: load_features(f, paths, songs, args.work, args.workers) for f in needed}
-    dropped = {s: f"{f}: {r}" for f in needed for s, r in feats[f]["failures"].items()}
-    if dropped:
-        print(f"WARNING: dropping {len(dropped)} clip(s) whose features failed: {list(dropped.items())[:5]}",
-              flush=True)
-    keep = np.array([s not in dropped for s in songs])
-    data = {"quadrants": quads[keep], "artists": artists[keep], "paths": [p for p, k in zip(paths, keep, strict=True)
-                                                                          if k],
-            "features": {f: feats[f]["X"][keep] for f in needed}}
+    songs = load_songs(root, args.limit)
+    print(f"4Q: {songs.ids.size} clips, {len(set(songs.groups.tolist()))} artist groups "
+          f"({songs.n_unknown_artist} songs without an artist, each its own group), per quadrant "
+          f"{np.bincount(songs.quadrants, minlength=5)[1:].tolist()}", flush=True)
+    protocols: dict[tuple[str, int], Protocol] = {}
 
-    protocols = {f"artist_{args.folds}fold": (artist_disjoint_folds(data["quadrants"], data["artists"], args.folds,
-                                                                    args.seed), True)}
-    if args.random_10fold:
-        protocols["random_10fold"] = (random_stratified_folds(data["quadrants"], 10, args.seed), False)
+    def get_protocol(kind: str, k: int) -> Protocol:
+        if (kind, k) not in protocols:
+            protocols[kind, k] = make_protocol(songs, kind, k, args.seed)
+        return protocols[kind, k]
+
+    bench_protocols = [get_protocol("artist", args.folds)] + ([get_protocol("random", 10)] if args.random_10fold
+                                                               else [])
+    for p in bench_protocols:
+        print(f"{p.key}: test songs per fold {[len(s['test']) for s in p.splits]}, sha1 {p.sha1()[:12]}", flush=True)
 
     results: dict[str, Any] = {}
-    for name in names:
-        model = MODELS[name]
-        entry: dict[str, Any] = {"description": model.description, "features": {
-            f: {"description": FEATURE_SETS[f].description, "dim": int(feats[f]["X"].shape[1]),
-                "extract_s": feats[f]["seconds"], "from_cache": feats[f]["cached"]} for f in model.needs}}
-        for proto, (folds, grouped) in protocols.items():
-            print(f"{name} / {proto}:", flush=True)
-            r = run_protocol(model, folds, grouped, data, args.seed, args.work, f"{name} {proto}")
-            r["artist_leaking"] = not grouped
-            r["protocol"] = (f"artist-disjoint stratified {args.folds}-fold (StratifiedGroupKFold, seed {args.seed}); "
-                             "artist-grouped inner folds" if grouped else
-                             f"random stratified 10-fold (StratifiedKFold, seed {args.seed}): ARTISTS LEAK across "
-                             "train/test (literature protocol); ungrouped inner folds")
-            entry[proto] = r
-            s = r["summary"]
-            print(f"  {name} {proto}: macro-F1 {s['macro_f1']['mean']:.3f} +- {s['macro_f1']['std']:.3f} over "
-                  f"{len(folds)} folds; pooled out-of-fold:", flush=True)
-            print("\n".join("    " + line for line in format_quadrant_metrics(r["pooled_out_of_fold"])), flush=True)
-        entry["date"] = started
-        results[name] = entry
+    refused: dict[str, Any] = {}
+    dropped: dict[str, str] = {}
+    feats: dict[str, dict[str, Any]] = {}
+    if names:
+        needed = sorted({f for m in names for f in MODELS[m].needs})
+        feats = {f: load_features(f, songs, work, args.workers) for f in needed}
+        dropped = {s: f"{f}: {r}" for f in needed for s, r in feats[f]["failures"].items()}
+        if dropped:
+            print(f"WARNING: leaving out {len(dropped)} clip(s) whose features failed: {list(dropped.items())[:5]}",
+                  flush=True)
+        keep = np.array([s not in dropped for s in songs.names])
+        for name in names:
+            model = MODELS[name]
+            entry: dict[str, Any] = {"description": model.description, "features": {
+                f: {"description": FEATURE_SETS[f].description, "dim": int(feats[f]["X"].shape[1]),
+                    "extract_s": feats[f]["seconds"], "from_cache": feats[f]["cached"]} for f in model.needs}}
+            for proto in bench_protocols:
+                print(f"{name} / {proto.key}:", flush=True)
+                r = run_protocol(model, proto, songs, {f: feats[f]["X"] for f in model.needs}, keep, args.seed, work,
+                                 f"{name} {proto.key}")
+                r["artist_leaking"] = not proto.grouped
+                r["protocol"] = proto.text + ("; artist-grouped inner folds" if proto.grouped else
+                                              "; ungrouped inner folds") + "; fitted on train + val, scored on test"
+                entry[proto.key] = r
+                s = r["summary"]
+                print(f"  {name} {proto.key}: macro-F1 {s['macro_f1']['mean']:.3f} +- {s['macro_f1']['std']:.3f} "
+                      f"over {proto.k} folds; pooled out-of-fold:", flush=True)
+                print("\n".join("    " + line for line in format_quadrant_metrics(r["pooled_out_of_fold"])),
+                      flush=True)
+            entry["date"] = started
+            results[name] = entry
+
+    for model in deep:
+        crossvals.append((model, train_deep(model, args.deep_config, args.deep_overrides, root, feature_cache, work,
+                                            args.folds, args.seed)))
+    for name, cv_dir in crossvals:
+        try:
+            pkey, r = read_crossval(name, cv_dir, get_protocol, args.seed, songs)
+        except (FileNotFoundError, KeyError, ValueError) as exc:
+            print(f"ERROR --crossval {name}={cv_dir}: {exc}", flush=True)
+            return 2
+        if not r["same_folds"]:
+            print(f"REFUSED --crossval {name}={cv_dir}: its test folds differ from the bench's {pkey} folds "
+                  f"({r['fold_mismatches'][:2]}); not added to the table", flush=True)
+            refused[name] = {"dir": str(cv_dir), "protocol_key": pkey, "same_folds": False,
+                             "fold_mismatches": r["fold_mismatches"]}
+            continue
+        s = r["summary"]
+        print(f"crossval {name} {pkey}: {r['n_folds_done']} fold(s), same folds; macro-F1 "
+              f"{_f3(s.get('macro_f1', {}).get('mean'))} +- {_f3(s.get('macro_f1', {}).get('std'))}", flush=True)
+        results[name] = {"description": r.pop("description"), "source": r.pop("source"), pkey: r, "date": started}
+    for name, run_dir in zero_shots:
+        results[name] = {**zero_shot(name, run_dir, root, feature_cache, work, bench_protocols, songs, args.seed,
+                                     args.zero_shot_force), "date": started}
 
     load_end = os.getloadavg()
-    machine = {**machine_info(args.workers), "load_average_start": list(load_start), "load_average_end": list(load_end),
-               "date": started, "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
-    for entry in results.values():
-        entry["machine"] = machine
+    machine = {**machine_info(args.workers), "load_average_start": list(load_start),
+               "load_average_end": list(load_end), "date": started,
+               "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    for entry in results.values():  # crossval rows were trained elsewhere (see their source): this machine read them
+        entry["read_on_machine" if entry.get("source", {}).get("kind") == "crossval" else "machine"] = machine
     old = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    models = {**old.get("models", {}), **results}
     merged = {
-        "benchmark": "4Q (TAFFC) Russell-quadrant classification on real music, development portion",
-        "dataset": {"root": os.path.relpath(args.root, ROOT), "n_clips": int(keep.sum()),
-                    "n_artists": len(set(data["artists"].tolist())),
-                    "n_unknown_artist": int((data["artists"] == UNKNOWN_ARTIST).sum()),
-                    "per_quadrant": np.bincount(data["quadrants"], minlength=5)[1:].tolist(),
-                    "dropped": dropped, "sample_rate": SR, "seed": args.seed, "limit_per_quadrant": args.limit or None},
+        "benchmark": "4Q (TAFFC) Russell-quadrant classification on real music, development portion; every system "
+                     "on the folds of deam-mamba crossval",
+        "dataset": {"root": os.path.relpath(root, ROOT), "reader": "deam_mamba.data.registry.open_dataset(kind='4q')",
+                    "n_clips": int(songs.ids.size), "n_artist_groups": len(set(songs.groups.tolist())),
+                    "n_unknown_artist": songs.n_unknown_artist,
+                    "per_quadrant": np.bincount(songs.quadrants, minlength=5)[1:].tolist(),
+                    "dropped": dropped if names else old.get("dataset", {}).get("dropped", {}), "sample_rate": SR,
+                    "seed": args.seed, "limit_per_quadrant": args.limit or None},
+        "folds": {**old.get("folds", {}), **{p.key: p.block(songs) for p in protocols.values()}},
         "notes": "macro-F1 = scikit-learn f1_score(average='macro') over Q1..Q4; summary = mean and sample std "
                  "(ddof=1) over folds; pooled_out_of_fold = metrics of all out-of-fold predictions with "
-                 "bootstrap 95 % CIs over songs (pooled AUCs mix the score scales of the fold models). "
-                 "Published 4Q numbers (900 clips, random folds) are not directly comparable: 720 clips here.",
-        "models": {**old.get("models", {}), **results},
-        "last_run": {"models": names, "machine": machine},
+                 "bootstrap 95 % CIs over songs (pooled AUCs mix the score scales of the fold models). Folds: "
+                 "dataset_split(ds, 'kfold', seed, folds=k, fold=i, protocol) = deam-mamba crossval; baselines fit "
+                 "on train + val. test_ids_sha1 = sha1 of the sorted test song ids joined by ',' (ASCII); a "
+                 "protocol's sha1 = sha1 of its per-fold hashes joined by ','. Published 4Q numbers (900 clips, "
+                 "random folds) are not directly comparable: 720 clips here.",
+        "models": models,
+        "last_run": {"models": names, "crossval": {n: str(d) for n, d in crossvals},
+                     "zero_shot": {n: str(d) for n, d in zero_shots}, "machine": machine},
     }
+    if refused or old.get("refused"):
+        merged["refused"] = {**{k: v for k, v in old.get("refused", {}).items() if k not in results}, **refused}
     atomic_write_json(args.out, merged)
-    print(f"wrote {args.out}", flush=True)
-    return 0
+    table = markdown_table(merged)
+    md = args.out.with_suffix(".md")
+    atomic_write_text(md, table)
+    print(f"\n{table}\nwrote {args.out} and {md}", flush=True)
+    return 1 if refused else 0
 
 
 if __name__ == "__main__":
