@@ -91,7 +91,7 @@ def _read_soundfile(path: Path, duration: float | None = None) -> tuple[np.ndarr
 def _read_fallback(path: Path, duration: float | None = None) -> tuple[np.ndarray, int]:
     """Formats libsndfile cannot read (e.g. m4a): librosa's audioread path, if a backend exists."""
     try:
-        import librosa
+        import librosa  # lazy: heavy, and only the rare fallback decoder needs it
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

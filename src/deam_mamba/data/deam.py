@@ -69,7 +69,7 @@ def resolve_root(root: str | os.PathLike | None = None) -> Path:
 
 def _kagglehub_download() -> str:
     try:
-        import kagglehub
+        import kagglehub  # lazy: only a download needs it
 
         return str(kagglehub.dataset_download(KAGGLE_HANDLE))
     except Exception as exc:  # noqa: BLE001 - any failure (no network, no credentials) is reported

@@ -86,7 +86,7 @@ class RidgeBaseline:
     """
 
     def __init__(self, alphas: Sequence[float] = DEFAULT_ALPHAS, clip: tuple[float, float] | None = None):
-        from sklearn.linear_model import RidgeCV
+        from sklearn.linear_model import RidgeCV  # lazy: scikit-learn is heavy to import
         from sklearn.pipeline import Pipeline
         from sklearn.preprocessing import StandardScaler
 

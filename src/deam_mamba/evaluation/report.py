@@ -72,7 +72,7 @@ def _fmt(x: Any, digits: int = 3) -> str:
 
 
 def _new_figure(w: float, h: float):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazy: matplotlib only when plotting
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(w, h), dpi=110, layout="constrained")
@@ -196,7 +196,7 @@ def plot_va_plane(df: Any, path: str | Path, scale: str = "1-9") -> Path:
     pv, pa = df["valence_pred"].to_numpy(float), df["arousal_pred"].to_numpy(float)
     fig = _new_figure(5.4, 5.2)
     ax = fig.subplots()
-    from matplotlib.collections import LineCollection
+    from matplotlib.collections import LineCollection  # lazy: matplotlib only when plotting
 
     segs = np.stack([np.column_stack([tv, ta]), np.column_stack([pv, pa])], axis=1)
     ax.add_collection(LineCollection(segs, colors="0.6", linewidths=0.7, alpha=0.7))

@@ -38,7 +38,7 @@ def mel_filters(cfg: FeatureConfig) -> np.ndarray:
     Cached per config: importing librosa's filters costs seconds once per process, so
     ``build_cache`` calls this before forking its workers.
     """
-    import librosa
+    import librosa  # lazy: heavy to import; its mel filters are computed once per config
 
     fb = librosa.filters.mel(
         sr=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels, fmin=cfg.fmin, fmax=cfg.fmax

@@ -72,7 +72,7 @@ class RunLog:
                     "mode": cfg.mode, "versions": library_versions(), **(extra or {})}
             atomic_write_text(self.run_dir / "config.yaml", dump_config(cfg))
         atomic_write_json(meta_path, meta)
-        from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard import SummaryWriter  # lazy: TensorBoard only for training
 
         self.writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=resume_step or None)
 

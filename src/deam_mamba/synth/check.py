@@ -28,7 +28,7 @@ FEATURE_NAMES = ["rms_db", "centroid_hz", "onset_rate"] + [f"chroma_ic{s}" for s
 
 def song_features(wave: np.ndarray, sr: int = SR) -> np.ndarray:
     """``wave [T]`` float32 mono at ``sr`` Hz -> feature vector ``[len(FEATURE_NAMES)]``."""
-    import librosa
+    import librosa  # lazy: heavy, only the learnability check needs it
 
     rms = librosa.feature.rms(y=wave, frame_length=2048, hop_length=512)[0]
     rms_db = 20.0 * np.log10(np.mean(rms) + 1e-8)
@@ -63,7 +63,7 @@ def corpus_features(root: str | Path, workers: int = 1) -> tuple[list[int], np.n
 
 def learnability(x: np.ndarray, y: np.ndarray, folds: int = 5, seed: int = 0) -> dict:
     """Held-out R² of a standardised RidgeCV per label and each feature's Pearson r with each label."""
-    from sklearn.linear_model import RidgeCV
+    from sklearn.linear_model import RidgeCV  # lazy: scikit-learn is heavy to import
     from sklearn.metrics import r2_score
     from sklearn.model_selection import KFold, cross_val_predict
     from sklearn.pipeline import make_pipeline

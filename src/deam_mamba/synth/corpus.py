@@ -149,7 +149,7 @@ def _worker_init() -> None:
     glibc keeps freed memory (``deam_mamba.core.runtime``: every song allocates tens of MB of audio)."""
     tune_malloc()
     try:
-        from threadpoolctl import threadpool_limits
+        from threadpoolctl import threadpool_limits  # optional: present with scikit-learn
     except ImportError:  # numpy's BLAS is barely used here; without threadpoolctl leave it be
         return
     threadpool_limits(1)
