@@ -8,7 +8,7 @@ import pytest
 from sklearn.metrics import f1_score, roc_auc_score
 
 from deam_mamba.core.errors import ConfigError, LabelError
-from deam_mamba.core.scales import parse_quadrant, quadrant_of
+from deam_mamba.core.scales import parse_quadrant, parse_quadrants, quadrant_of
 from deam_mamba.core.scales import quadrant_axes as axes_of_quadrant
 from deam_mamba.evaluation.quadrants import (
     _auc,
@@ -16,7 +16,6 @@ from deam_mamba.evaluation.quadrants import (
     _f1_per_class,
     axis_scores,
     format_quadrant_metrics,
-    parse_quadrants,
     quadrant_metrics,
 )
 

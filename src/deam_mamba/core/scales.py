@@ -192,16 +192,32 @@ def quadrant_of(valence: float | np.ndarray, arousal: float | np.ndarray,
     return int(q) if q.ndim == 0 else q
 
 
+def parse_quadrants(values: object, what: str = "quadrants") -> np.ndarray:
+    """Sequence of quadrant labels (ints or ``"Q1"``-style strings) -> ``[N]`` int64 in 1..4."""
+    a = np.asarray(values)
+    if a.ndim != 1:
+        raise LabelError(f"{what}: expected a 1-D sequence of quadrants, got shape {a.shape}")
+    if a.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    if a.dtype.kind in "iu":
+        bad = ~np.isin(a, QUADRANTS)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise LabelError(f"{what}: {int(bad.sum())} value(s) not in 1..4 (first {a[i].item()!r} at index {i})")
+        return a.astype(np.int64)
+    if a.dtype.kind == "f":
+        raise LabelError(f"{what}: quadrants must be ints 1..4 or strings 'Q1'..'Q4', got float dtype")
+    out = np.empty(a.shape[0], dtype=np.int64)
+    for i, v in enumerate(a.tolist()):
+        q = None if isinstance(v, bool) else parse_quadrant(v)
+        if q is None:
+            raise LabelError(f"{what}, index {i}: not a quadrant: {v!r} (expected Q1..Q4 or 1..4)")
+        out[i] = q
+    return out
+
+
 def quadrant_axes(q: int | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Quadrants 1..4 -> ``(valence positive, arousal high)`` bool arrays (Q1: both; Q2: high only; Q3: neither;
-    Q4: positive only)."""
-    raw = np.asarray(q)
-    if raw.dtype.kind not in "iu":  # "Q3"-style names
-        parsed = [parse_quadrant(x) for x in raw.ravel().tolist()]
-        if None in parsed:
-            raise LabelError(f"not quadrants: {raw.ravel().tolist()} (expected Q1..Q4 or 1..4)")
-        raw = np.asarray(parsed, dtype=np.int64).reshape(raw.shape)
-    q = raw.astype(np.int64)
-    if q.size and not np.isin(q, QUADRANTS).all():
-        raise LabelError(f"quadrants must be 1..4, got {sorted(set(q.ravel().tolist()) - set(QUADRANTS))}")
-    return np.isin(q, (1, 4)), np.isin(q, (1, 2))
+    """Quadrants (a value or ``[N]``; 1..4 or ``"Q1"``-style) -> ``(valence positive, arousal high)`` bool
+    ``[N]`` arrays (Q1: both; Q2: high only; Q3: neither; Q4: positive only); :func:`parse_quadrants` checks them."""
+    qq = parse_quadrants(np.atleast_1d(np.asarray(q)))
+    return np.isin(qq, (1, 4)), np.isin(qq, (1, 2))

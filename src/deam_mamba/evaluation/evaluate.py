@@ -29,7 +29,7 @@ from deam_mamba.evaluation.report import write_report
 from deam_mamba.evaluation.scoring import compute_metrics, predict_cached_songs
 from deam_mamba.features.cache import FeatureCache
 from deam_mamba.features.splits import open_data
-from deam_mamba.inference.predictor import Predictor, run_chunking
+from deam_mamba.inference.predictor import Predictor
 from deam_mamba.runs.run import load_run
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,6 @@ def evaluate_run(run_dir: str | Path, split: str = "test", out_dir: str | Path |
     ids = sorted({i for v in resolved.splits.values() for i in v} | set(resolved.cache.ids)) if split == "all" \
         else resolved.splits.get(split, [])
     data_info = {"data_root": config.data.root, "data_kind": config.data.kind, "cache": config.data.cache}
-    chunk_s, _ = run_chunking(run.config)
     predictor = Predictor.for_config(run.model, run.config, run.norm_stats, device=device, batch_size=batch_size,
                                      pool=run.pool)
     t0 = time.perf_counter()
@@ -109,7 +108,7 @@ def evaluate_run(run_dir: str | Path, split: str = "test", out_dir: str | Path |
                                              scale=run.config.label_scale())
     metrics.update({"split": split, "run_dir": str(run_dir), "checkpoint": which, "step": run.step, **data_info,
                     "pooling": predictor.pooling,
-                    "chunk_seconds": chunk_s, "hop_seconds": predictor.hop_seconds,
+                    "chunk_seconds": predictor.chunk_seconds, "hop_seconds": predictor.hop_seconds,
                     "predict_seconds": round(time.perf_counter() - t0, 3)})
     shown = {i: curves[i] for i in _pick_curves(curves, n_curves)}
     history = run_dir / "log.csv"

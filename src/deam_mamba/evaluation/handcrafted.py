@@ -34,8 +34,8 @@ from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from deam_mamba.core.errors import LabelError
+from deam_mamba.core.scales import parse_quadrants
 from deam_mamba.data.audio import load_audio
-from deam_mamba.evaluation.quadrants import parse_quadrants
 
 __all__ = [
     "N_FFT", "HOP", "SVM_GRID", "handcrafted_feature_names", "handcrafted_features", "extract_many",

@@ -7,7 +7,8 @@ Quadrants (Russell's circumplex, as in the 4Q / TAFFC dataset):
 - Q3 = negative valence, low arousal     (sad, depressed)
 - Q4 = positive valence, low arousal     (calm, relaxed)
 
-Quadrants are plain ints 1..4 everywhere (``np.ndarray[int]``); :func:`parse_quadrants` reads ``"Q3"``,
+Quadrants are plain ints 1..4 everywhere (``np.ndarray[int]``);
+:func:`deam_mamba.core.scales.parse_quadrants` reads ``"Q3"``,
 ``"3"`` or ``3``. :func:`quadrant_metrics` returns a strict-JSON-friendly dict (plain floats, ints and
 lists; ``None`` where a value is undefined, never NaN). Its bootstrap intervals reuse
 :func:`deam_mamba.evaluation.metrics.bootstrap_ci` (percentile, songs resampled with replacement, seeded; every
@@ -22,10 +23,10 @@ from scipy.stats import rankdata
 from sklearn.metrics import f1_score, roc_auc_score
 
 from deam_mamba.core.errors import LabelError
-from deam_mamba.core.scales import QUADRANTS, parse_quadrant, quadrant_axes
+from deam_mamba.core.scales import QUADRANTS, parse_quadrants, quadrant_axes
 from deam_mamba.evaluation.metrics import bootstrap_ci
 
-__all__ = ["QUADRANT_NAMES", "HEADLINE_METRICS", "parse_quadrants", "axis_scores", "quadrant_metrics",
+__all__ = ["QUADRANT_NAMES", "HEADLINE_METRICS", "axis_scores", "quadrant_metrics",
            "format_quadrant_metrics"]
 
 #: Quadrant labels in report order (confusion-matrix rows and columns).
@@ -37,30 +38,6 @@ HEADLINE_METRICS: tuple[str, ...] = (
 
 
 # --- labels ---------------------------------------------------------------------------------------
-
-
-def parse_quadrants(values: Any, what: str = "quadrants") -> np.ndarray:
-    """Sequence of quadrant labels (ints or ``"Q1"``-style strings) -> ``[N]`` int64 in 1..4."""
-    a = np.asarray(values)
-    if a.ndim != 1:
-        raise LabelError(f"{what}: expected a 1-D sequence of quadrants, got shape {a.shape}")
-    if a.size == 0:
-        return np.zeros(0, dtype=np.int64)
-    if a.dtype.kind in "iu":
-        bad = ~np.isin(a, QUADRANTS)
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            raise LabelError(f"{what}: {int(bad.sum())} value(s) not in 1..4 (first {a[i].item()!r} at index {i})")
-        return a.astype(np.int64)
-    if a.dtype.kind == "f":
-        raise LabelError(f"{what}: quadrants must be ints 1..4 or strings 'Q1'..'Q4', got float dtype")
-    out = np.empty(a.shape[0], dtype=np.int64)
-    for i, v in enumerate(a.tolist()):
-        q = None if isinstance(v, bool) else parse_quadrant(v)
-        if q is None:
-            raise LabelError(f"{what}, index {i}: not a quadrant: {v!r} (expected Q1..Q4 or 1..4)")
-        out[i] = q
-    return out
 
 
 def _finite_1d(x: Any, what: str) -> np.ndarray:

@@ -217,18 +217,15 @@ def compute_metrics(mode: str, cache: FeatureCache, preds: dict[int, SongPredict
     pairs = song_pairs(mode, cache, preds, scale)
     if mode == "static":
         metrics["static"] = regression_metrics(pairs.y, pairs.p, scale=scale.name, bootstrap=bootstrap, seed=seed)
-        for i in pairs.ids:
-            t, yv = dynamic_truth(cache, i)
-            curves[i] = _curve_record(preds[i], t, yv)
     else:
         if not pairs.ids:
             raise DeamError("dynamic evaluation: none of the split's songs has dynamic annotations")
         metrics["mediaeval2015"] = mediaeval2015_metrics(pairs.true_curves, pairs.pred_curves)
         metrics["dynamic_song_mean"] = regression_metrics(pairs.y, pairs.p, scale=DYNAMIC.name,
                                                           bootstrap=bootstrap, seed=seed)
-        for i in pairs.ids:
-            t, yv = dynamic_truth(cache, i)
-            curves[i] = _curve_record(preds[i], t, yv)
+    for i in pairs.ids:
+        t, yv = dynamic_truth(cache, i)
+        curves[i] = _curve_record(preds[i], t, yv)
     table = pd.DataFrame({
         "song_id": pairs.ids,
         "valence_true": pairs.y[:, 0], "arousal_true": pairs.y[:, 1],

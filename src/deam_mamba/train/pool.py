@@ -29,7 +29,7 @@ from deam_mamba.evaluation.metrics import ccc
 from deam_mamba.evaluation.scoring import static_truth
 from deam_mamba.features.cache import FeatureCache
 from deam_mamba.features.logmel import NormStats
-from deam_mamba.inference.predictor import Predictor, run_chunking
+from deam_mamba.inference.predictor import Predictor
 from deam_mamba.models.build import build_model
 from deam_mamba.models.heads import AttentionPool, pad_bags
 from deam_mamba.runs.checkpoint import checkpoint_paths, load_pool, load_weights, pool_path, save_pool
@@ -136,7 +136,6 @@ def fit_for_run(cfg: Config, run_dir: str | Path, cache: FeatureCache, splits: d
         return info
     model = build_model(cfg)
     load_weights(model, weights)
-    chunk_s, _ = run_chunking(cfg)
     pred = Predictor.for_config(model, cfg, norm, device=device, batch_size=cfg.train.eval_batch_size)
     def data(ids: list[int]) -> tuple[list[torch.Tensor], torch.Tensor]:
         y = torch.tensor([static_truth(cache, i) for i in ids], dtype=torch.float32)
@@ -154,7 +153,7 @@ def fit_for_run(cfg: Config, run_dir: str | Path, cache: FeatureCache, splits: d
     info = {"step": step, "backbone": weights.name, "selected_epoch": int(best["epoch"]),
             "val_mean_pooling": {k: history[0][k] for k in ("val_ccc_valence", "val_ccc_arousal", "val_ccc_mean")},
             "val_attention": {k: best[k] for k in ("val_ccc_valence", "val_ccc_arousal", "val_ccc_mean")},
-            "scale": "1-9", "chunk_seconds": chunk_s, "hop_seconds": pred.hop_seconds}
+            "scale": "1-9", "chunk_seconds": pred.chunk_seconds, "hop_seconds": pred.hop_seconds}
     save_pool(path, pool, info)
     atomic_write_json(Path(run_dir) / "pooling.json", {**info, "history": history})
     log.info("attention pooling: epoch %d selected, val CCC valence %.4f arousal %.4f (mean pooling %.4f / %.4f)",
