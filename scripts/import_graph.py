@@ -5,7 +5,7 @@
     python scripts/import_graph.py --quiet    # only the problems
 
 Stages, lowest first; a module may import only from its own stage or a lower one:
-core < config < data < synth < features < models < runs < inference < evaluation < train < experiments < cli.
+core < config < data < synth < features < models < runs < inference < serve < evaluation < train < experiments < cli.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "deam_mamba"
-STAGES = ("core", "config", "data", "synth", "features", "models", "runs", "inference", "evaluation", "train",
+STAGES = ("core", "config", "data", "synth", "features", "models", "runs", "inference", "serve", "evaluation", "train",
           "experiments", "cli", "__main__")
 
 

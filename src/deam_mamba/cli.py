@@ -307,6 +307,39 @@ def _cmd_crossval(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+# --- serve (issue 14: the local web page and JSON API) -------------------------------------
+
+
+def _cmd_serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="a local web page and JSON API: drop audio files, see valence/arousal",
+                       description="Serve RUN_DIR on http://HOST:PORT/: a web page (drop or choose audio files; "
+                                   "valence/arousal, quadrant, the valence-arousal plane, 2 Hz curves, songs side by "
+                                   "side, CSV/JSON download) and a JSON API (POST /api/predict with a multipart "
+                                   "field 'file', GET /api/health; OpenAPI at /openapi.json). Uploads are deleted "
+                                   "as soon as they are answered. Loopback only unless --host says otherwise.")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine "
+                                                       "only; 0.0.0.0 opens it to the network)")
+    p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000; 0: any free port)")
+    p.add_argument("--which", default="best", choices=["best", "last"], help="checkpoint to serve")
+    p.add_argument("--max-upload-mb", type=float, default=100.0, help="largest upload accepted, in MB (default 100)")
+    p.add_argument("--device", default="cpu")
+
+    def run(a: argparse.Namespace) -> int:
+        from deam_mamba.serve.server import serve
+
+        def announce(url: str) -> None:
+            print(f"deam-mamba serve: {a.run_dir} on {url} (Ctrl-C to stop)", flush=True)
+
+        serve(a.run_dir, host=a.host, port=a.port, which=a.which, max_upload_mb=a.max_upload_mb, device=a.device,
+              announce=announce)
+        return 0
+
+    p.set_defaults(func=run)
+
+# --- end of serve ---------------------------------------------------------------------------
+
+
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _cmd_prepare,
     _cmd_train,
@@ -316,6 +349,7 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _cmd_predict,
     _cmd_compare,
     _cmd_crossval,
+    _cmd_serve,  # issue 14 (serve)
 ]
 
 
