@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.deps-installed
 DEMO_DIR ?= demo_out
 
-.PHONY: install test test-fast lint demo bench clean-demo
+.PHONY: install browser test test-fast lint demo bench clean-demo
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -21,9 +21,14 @@ $(STAMP): requirements/requirements.txt requirements/constraints.txt pyproject.t
 	$(PY) -m pip install -q -c requirements/constraints.txt --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-install: $(STAMP)
+# chromium + chromium-driver for the browser test of `deam-mamba serve`: apt, only if missing and allowed;
+# never fails (the test skips with its reason without them)
+browser:
+	-bash scripts/install_chromium.sh
 
-test: $(STAMP)
+install: $(STAMP) browser
+
+test: $(STAMP) browser
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 

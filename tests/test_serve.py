@@ -76,7 +76,7 @@ def test_a_good_wav_gets_its_prediction_on_the_1_to_9_scale(served, predictor, t
     assert 1.0 <= d["valence"] <= 9.0 and 1.0 <= d["arousal"] <= 9.0
     assert d["quadrant"] == f"Q{quadrant_of(d['valence'], d['arousal'], 5.0)}"
     assert d["duration_s"] == pytest.approx(4.0) and len(d["curve_times_s"]) == 8 == len(d["curve_valence"])
-    assert d["size_bytes"] == len(data) and d["mode"] == "static"
+    assert d["size_bytes"] == len(data) and d["mode"] == "static" and d["predict_s"] > 0 and d["queue_s"] >= 0
     # the same numbers as predicting the file directly
     (tmp_path / "same.wav").write_bytes(data)
     direct = predictor.predict_file(tmp_path / "same.wav").to_dict()
