@@ -201,3 +201,18 @@ def test_cli_serve_errors_are_one_line(tmp_path, run_dir, capsys):
     assert f"cannot listen on 127.0.0.1:{port}" in err and "--port" in err and "Traceback" not in err
     assert main(["serve", str(run_dir), "--max-upload-mb", "0"]) == 2
     assert "--max-upload-mb must be > 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("mode,scale,lo,hi", [("static", "1-9", 1.0, 9.0), ("quadrant", "P(", 0.0, 1.0),
+                                              ("dynamic", "[-1, 1]", -1.0, 1.0)])
+def test_health_gives_the_value_range_of_each_run_mode(mode, scale, lo, hi):
+    """The page draws its plane and curves on ``value_range``: the scale of what each kind of run predicts."""
+    import torch
+
+    from deam_mamba.config import FeatureConfig
+    from deam_mamba.serve.app import model_info
+
+    pred = Predictor(torch.nn.Identity(), FeatureConfig(n_mels=64), None, mode=mode, chunk_seconds=2.0)
+    info = model_info(pred, "best", 1000)
+    assert info["song_scale"].startswith(scale) and info["value_range"] == [lo, hi]
+    assert info["midpoint"] == (lo + hi) / 2 and info["mode"] == mode and info["model"] is None
