@@ -212,3 +212,23 @@ def test_backbone_lr_group_and_warmup_epochs() -> None:
     assert ModelConfig(freeze_stages=4).freeze_stages == 4
     with pytest.raises(ConfigError):
         ModelConfig(freeze_stages=5)
+
+
+def test_train_from_pretrained_run_end_to_end(pretrain_run: Path, synth_corpus: Path, tmp_path: Path,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    """``train ... model.init=RUN model.freeze_stages=1``: the frozen stem and stage 0 of the trained run are
+    exactly the pretrained tensors; the run trains (2 steps) with the backbone on its own learning rate."""
+    from deam_mamba.train.loop import train
+
+    cfg = _train_cfg(f"data.root={synth_corpus}", f"data.cache={tmp_path / 'cache'}", "data.split=official2015",
+                     f"model.init={pretrain_run}", "model.freeze_stages=1", "optim.backbone_lr_scale=0.1",
+                     "optim.warmup_epochs=0.5", "train.max_steps=2")
+    with caplog.at_level("INFO", logger="deam_mamba.train.finetune"):
+        res = train(cfg, tmp_path / "run", argv=["test"])
+    assert res.step == 2
+    assert any("tensors loaded" in r.getMessage() for r in caplog.records)
+    pre = load_file(str(ck.checkpoint_paths(pretrain_run, "best")[0]))
+    got = load_file(str(ck.checkpoint_paths(tmp_path / "run", "last")[0]))
+    frozen = [k for k in got if k.startswith(("patch_embed.", "levels.0."))]
+    assert frozen and all(torch.equal(got[k], pre["backbone." + k]) for k in frozen)
+    assert not torch.equal(got["levels.1.blocks.0.conv1.weight"], pre["backbone.levels.1.blocks.0.conv1.weight"])
