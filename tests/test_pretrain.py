@@ -232,3 +232,40 @@ def test_train_from_pretrained_run_end_to_end(pretrain_run: Path, synth_corpus: 
     frozen = [k for k in got if k.startswith(("patch_embed.", "levels.0."))]
     assert frozen and all(torch.equal(got[k], pre["backbone." + k]) for k in frozen)
     assert not torch.equal(got["levels.1.blocks.0.conv1.weight"], pre["backbone.levels.1.blocks.0.conv1.weight"])
+
+
+def test_info_nce_pairs_and_same_song_negatives() -> None:
+    from deam_mamba.models.pretrain import info_nce
+
+    e = torch.eye(4)[:3] * 10
+    assert float(info_nce(e, e, temperature=0.1)) < 1e-3  # each crop finds its partner
+    assert float(info_nce(e, e[[1, 2, 0]], temperature=0.1)) > 5  # partners swapped: high
+    a = torch.stack([e[0], e[0], e[1]])  # two crops of song 7 look alike: not negatives of each other
+    assert float(info_nce(a, a, torch.tensor([7, 7, 8]), 0.1)) < 1e-3
+    assert float(info_nce(a, a, torch.tensor([7, 6, 8]), 0.1)) > 0.4  # as negatives they confuse (~log 2)
+
+
+def test_band_mean_baseline_is_the_masked_error_of_band_levels() -> None:
+    from deam_mamba.models.pretrain import band_mean_baseline
+
+    x = torch.arange(64.0)[None, None, :, None].expand(2, 1, 64, 96).contiguous()  # each band constant
+    mask = torch.zeros(2, 24, dtype=torch.bool)
+    mask[:, ::2] = True  # every row of patches keeps visible ones (a band with none is predicted by 0)
+    assert float(band_mean_baseline(x, mask, 16, 16)) == pytest.approx(0.0, abs=1e-6)
+    assert float(band_mean_baseline(torch.randn(2, 1, 64, 96), mask, 16, 16)) > 0.5
+
+
+@pytest.mark.parametrize("objective", ["contrast", "both"])
+def test_contrastive_objectives_run(objective: str, tmp_path: Path) -> None:
+    from deam_mamba.train.pretrain import pretrain
+
+    audio = _write_wavs(tmp_path / "audio")
+    cfg = load_config(REPO / "configs/pretrain.yaml", [*TINY, f"data.cache={tmp_path / 'cache'}",
+                                                        "train.max_steps=2", f"pretrain.objective={objective}"])
+    cfg.pretrain.data = [str(audio)]
+    res = pretrain(cfg, tmp_path / "run", argv=["test"])
+    assert res.step == 2 and np.isfinite(res.history[-1]["train_loss"])
+    keys = set(load_file(str(ck.checkpoint_paths(tmp_path / "run", "last")[0])))
+    assert any(k.startswith("proj.") for k in keys)
+    meta = json.loads((tmp_path / "run/meta.json").read_text())
+    assert (meta["baseline_band_mean_mse"] is None) == (objective == "contrast")

@@ -301,7 +301,7 @@ def _cmd_pretrain(sub: argparse._SubParsersAction) -> None:
         res = start_pretraining(config, a.overrides, a.data, a.out, resume=a.resume, argv=sys.argv)
         last = res.history[-1]["train_loss"] if res.history else float("nan")
         print(f"pretrain run {res.run_dir}: {res.files} files ({res.hours:.2f} h), {res.epoch} epochs, {res.step} "
-              f"steps in {res.seconds:.0f} s; last epoch masked-patch MSE {last:.4f}")
+              f"steps in {res.seconds:.0f} s; last epoch loss {last:.4f}")
         return 0
 
     p.set_defaults(func=run)

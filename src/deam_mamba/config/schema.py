@@ -275,7 +275,7 @@ class TrainConfig:
     progress: bool = True  # tqdm progress bars
 
 
-PRETRAIN_OBJECTIVES = ("mask",)
+PRETRAIN_OBJECTIVES = ("mask", "contrast", "both")
 MASK_FILLS = ("token", "zero")
 
 
@@ -287,19 +287,28 @@ class PretrainConfig:
     them (random, per chunk) are replaced at the input by a learned token (``mask_fill: token``) or 0 (the
     training mean), the backbone encodes the chunk, a light decoder (``decoder_dim`` channels,
     ``decoder_depth`` conv blocks) predicts every patch and the loss is the MSE on the masked patches only.
+    ``objective``: ``mask`` (that alone), ``contrast`` (InfoNCE between the pooled, projected embeddings of two
+    unmasked crops of one song; ``proj_dim``, ``temperature``) or ``both`` (both crops masked: the mean of their
+    reconstruction losses + ``contrast_weight`` x InfoNCE of their embeddings).
     ``data``: the audio folders/files (set by ``--data``). See :mod:`deam_mamba.models.pretrain`.
     """
 
     data: list[str] = field(default_factory=list)
-    objective: str = "mask"  # only "mask" so far (a contrastive term between two crops is not built yet)
+    objective: str = "mask"  # "mask" | "contrast" | "both"
     mask_ratio: float = 0.6
     patch_mels: int = 16
     patch_frames: int = 16
     mask_fill: str = "token"  # "token" (learned patch) | "zero"
     decoder_dim: int = 128
     decoder_depth: int = 2
+    proj_dim: int = 128  # contrast/both: projection head output size
+    temperature: float = 0.1  # contrast/both: InfoNCE temperature
+    contrast_weight: float = 1.0  # both: weight of the InfoNCE term
 
     def __post_init__(self) -> None:
+        if int(self.proj_dim) < 1 or not float(self.temperature) > 0 or not float(self.contrast_weight) >= 0:
+            raise ConfigError(f"pretrain needs proj_dim >= 1, temperature > 0, contrast_weight >= 0, got "
+                              f"{self.proj_dim}, {self.temperature}, {self.contrast_weight}")
         if self.objective not in PRETRAIN_OBJECTIVES:
             raise ConfigError(f"pretrain.objective must be one of {PRETRAIN_OBJECTIVES}, got {self.objective!r}")
         if not 0.0 < float(self.mask_ratio) < 1.0:

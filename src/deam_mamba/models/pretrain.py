@@ -73,6 +73,30 @@ def masked_mse(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
     return (per_patch * m).sum() / m.sum().clamp_min(1.0)
 
 
+def band_mean_baseline(x: Tensor, mask: Tensor, pm: int, pf: int) -> Tensor:
+    """The masked-patch MSE of a model that learned nothing but band levels: every masked value predicted by
+    the mean of its mel band over the crop's visible frames. ``x [B, 1, M, T]``, ``mask [B, N]``. A pretrained
+    model has to score below this to have learned more than each crop's spectral envelope."""
+    target = patchify(x, pm, pf)
+    gm, gt = x.shape[-2] // pm, x.shape[-1] // pf
+    crop = x[..., : gm * pm, : gt * pf]
+    vis = unpatchify((~mask).to(x.dtype)[..., None].expand_as(target), gm, gt, pm, pf)
+    band = (crop * vis).sum(-1, keepdim=True) / vis.sum(-1, keepdim=True).clamp_min(1.0)
+    return masked_mse(patchify(band.expand_as(crop).contiguous(), pm, pf), target, mask)
+
+
+def info_nce(a: Tensor, b: Tensor, groups: Tensor | None = None, temperature: float = 0.1) -> Tensor:
+    """Symmetric InfoNCE between two views: ``a, b [B, D]`` (L2-normalised here), row i of ``a`` and of ``b``
+    are crops of one song. ``groups [B]``: song ids; other rows of the same song are not used as negatives."""
+    a, b = F.normalize(a.float(), dim=-1), F.normalize(b.float(), dim=-1)
+    logits = a @ b.T / temperature
+    if groups is not None:
+        same = (groups[:, None] == groups[None, :]) & ~torch.eye(len(groups), dtype=torch.bool, device=a.device)
+        logits = logits.masked_fill(same, float("-inf"))
+    target = torch.arange(len(a), device=a.device)
+    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+
+
 class _DecoderBlock(nn.Module):
     """Residual depthwise 3x3 + pointwise conv block on ``[B, d, gm, gt]``."""
 
@@ -91,10 +115,11 @@ class MaskedSpecModel(nn.Module):
 
     ``backbone``: a :class:`MambaVision` (its head is unused; build it with ``num_classes=0``).
     ``patch``: ``(patch_mels, patch_frames)``. ``mask_fill``: ``"token"`` (learned patch, init 0) or ``"zero"``.
+    ``proj_dim``: with a value, a 2-layer projection of the pooled map for the contrastive term (``emb``).
     """
 
     def __init__(self, backbone: nn.Module, patch: tuple[int, int] = (16, 16), decoder_dim: int = 128,
-                 decoder_depth: int = 2, mask_fill: str = "token"):
+                 decoder_depth: int = 2, mask_fill: str = "token", proj_dim: int | None = None):
         super().__init__()
         if not isinstance(backbone, MambaVision):
             raise ConfigError(f"pretraining needs a MambaVision backbone (the spatial map before pooling), got "
@@ -109,6 +134,8 @@ class MaskedSpecModel(nn.Module):
         self.dec_in = nn.Conv2d(backbone.num_features, decoder_dim, 1)
         self.dec_blocks = nn.Sequential(*[_DecoderBlock(decoder_dim) for _ in range(decoder_depth)])
         self.dec_out = nn.Conv2d(decoder_dim, p, 1)
+        c = backbone.num_features
+        self.proj = nn.Sequential(nn.Linear(c, c), nn.GELU(), nn.Linear(c, proj_dim)) if proj_dim else None
 
     def encode(self, x: Tensor) -> Tensor:
         """The backbone's ``forward_features`` path without the pooling: ``[B, 1, M, T] -> [B, C, h, w]``."""
@@ -118,6 +145,12 @@ class MaskedSpecModel(nn.Module):
             x = level(x)
         return bb.norm(x)
 
+    def embed(self, x: Tensor) -> Tensor:
+        """Contrastive embedding of an unmasked crop: ``[B, 1, M, T] -> [B, proj_dim]`` (pooled map, projected)."""
+        if self.proj is None:
+            raise ConfigError("this model has no projection head (build it with proj_dim)")
+        return self.proj(self.encode(x).mean(dim=(2, 3)))
+
     def apply_mask(self, patches: Tensor, mask: Tensor) -> Tensor:
         """``patches [B, N, P]`` with the masked ones replaced by the mask token (or 0)."""
         fill = self.mask_token.to(patches.dtype) if self.mask_token is not None else patches.new_zeros(())
@@ -125,7 +158,8 @@ class MaskedSpecModel(nn.Module):
 
     def forward(self, x: Tensor, mask: Tensor | None = None, ratio: float = 0.6,
                 generator: torch.Generator | None = None) -> dict[str, Tensor]:
-        """``x [B, 1, M, T]`` normalised log-mel -> ``{pred, target [B, N, P], mask [B, N] bool}``.
+        """``x [B, 1, M, T]`` normalised log-mel -> ``{pred, target [B, N, P], mask [B, N] bool}`` (+ ``emb
+        [B, proj_dim]`` of the masked crop when the model has a projection head).
 
         ``mask``: which patches to hide (True); None draws ``ratio`` of them at random (``generator``).
         """
@@ -137,11 +171,15 @@ class MaskedSpecModel(nn.Module):
         if mask.shape != (b, n):
             raise ValueError(f"mask must be [{b}, {n}], got {tuple(mask.shape)}")
         xin = unpatchify(self.apply_mask(target, mask), gm, gt, self.pm, self.pf)
-        h = self.dec_in(self.encode(xin))
+        z = self.encode(xin)
+        h = self.dec_in(z)
         h = F.interpolate(h, size=(gm, gt), mode="bilinear", align_corners=False)
         pred = self.dec_out(self.dec_blocks(h))  # [B, P, gm, gt]
         pred = pred.flatten(2).transpose(1, 2)  # [B, N, P] (row-major grid, as patchify)
-        return {"pred": pred, "target": target, "mask": mask}
+        out = {"pred": pred, "target": target, "mask": mask}
+        if self.proj is not None:
+            out["emb"] = self.proj(z.mean(dim=(2, 3)))
+        return out
 
     def loss(self, out: dict[str, Tensor]) -> Tensor:
         """MSE over the masked patches of ``forward``'s output."""
@@ -160,4 +198,5 @@ def build_pretrain_model(cfg: Config) -> MaskedSpecModel:
     if cfg.features.n_mels < p.patch_mels:
         raise ConfigError(f"pretrain.patch_mels={p.patch_mels} is larger than features.n_mels={cfg.features.n_mels}")
     return MaskedSpecModel(backbone, (p.patch_mels, p.patch_frames), decoder_dim=p.decoder_dim,
-                           decoder_depth=p.decoder_depth, mask_fill=p.mask_fill)
+                           decoder_depth=p.decoder_depth, mask_fill=p.mask_fill,
+                           proj_dim=p.proj_dim if p.objective in ("contrast", "both") else None)

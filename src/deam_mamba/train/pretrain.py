@@ -36,7 +36,14 @@ from deam_mamba.features.chunks import chunk_layout
 from deam_mamba.features.logmel import NormStats
 from deam_mamba.features.prepare import build_cache
 from deam_mamba.inference.files import collect_audio_files
-from deam_mamba.models.pretrain import FORMAT, build_pretrain_model
+from deam_mamba.models.pretrain import (
+    FORMAT,
+    MaskedSpecModel,
+    band_mean_baseline,
+    build_pretrain_model,
+    info_nce,
+    random_mask,
+)
 from deam_mamba.runs import checkpoint as ck
 from deam_mamba.runs.log import RunLog
 from deam_mamba.train.loop import LoopState
@@ -51,11 +58,12 @@ class CropDataset(Dataset):
     One crop every ``hop_frames`` per song (:func:`~deam_mamba.features.chunks.chunk_layout`); each epoch
     shifts every crop by a random ``[0, hop_frames)`` frames (kept inside the song), seeded by
     ``(seed, epoch, index)``. A song shorter than a crop is padded with 0 (the corpus mean once normalised).
+    ``pairs``: also ``"x2"``, a second crop of the same song anywhere in it (the contrastive objective's view).
     """
 
     def __init__(self, cache: FeatureCache, ids: list[int], chunk_frames: int, hop_frames: int, norm: NormStats,
-                 seed: int = 0):
-        self.cache, self.norm, self.seed = cache, norm, int(seed)
+                 seed: int = 0, pairs: bool = False):
+        self.cache, self.norm, self.seed, self.pairs = cache, norm, int(seed), bool(pairs)
         self.chunk_frames, self.hop_frames = int(chunk_frames), int(hop_frames)
         self.items: list[tuple[int, int, int]] = []  # (song id, start frame, song frames)
         for sid in ids:
@@ -70,17 +78,23 @@ class CropDataset(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        sid, start, n = self.items[i]
-        room = max(0, n - self.chunk_frames - start)
-        if room:
-            rng = np.random.default_rng((self.seed, self.epoch, i))
-            start += int(rng.integers(0, min(self.hop_frames, room + 1)))
+    def _crop(self, sid: int, start: int) -> torch.Tensor:
         feats = np.asarray(self.cache.features(sid)[:, start:start + self.chunk_frames], dtype=np.float32)
         x = self.norm.apply(feats)
         if x.shape[1] < self.chunk_frames:
             x = np.pad(x, ((0, 0), (0, self.chunk_frames - x.shape[1])))
-        return {"x": torch.from_numpy(np.ascontiguousarray(x))[None], "song_id": sid}
+        return torch.from_numpy(np.ascontiguousarray(x))[None]
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        sid, start, n = self.items[i]
+        rng = np.random.default_rng((self.seed, self.epoch, i))
+        room = max(0, n - self.chunk_frames - start)
+        if room:
+            start += int(rng.integers(0, min(self.hop_frames, room + 1)))
+        item = {"x": self._crop(sid, start), "song_id": sid}
+        if self.pairs:
+            item["x2"] = self._crop(sid, int(rng.integers(0, max(0, n - self.chunk_frames) + 1)))
+        return item
 
 
 def open_corpus(cfg: Config, progress: bool = True) -> tuple[AudioFolders, FeatureCache]:
@@ -126,6 +140,37 @@ class PretrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
+def step_loss(model: MaskedSpecModel, batch: dict[str, Any], cfg: Config, device: torch.device,
+              mask_gen: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+    """The objective's loss on one batch, and its parts (``mse``: masked-patch MSE, ``nce``: InfoNCE)."""
+    p = cfg.pretrain
+    x = batch["x"].to(device, non_blocking=True)
+    if p.objective == "mask":
+        loss = model.loss(model(x, ratio=p.mask_ratio, generator=mask_gen))
+        return loss, {"mse": float(loss.detach())}
+    x2 = batch["x2"].to(device, non_blocking=True)
+    songs = torch.as_tensor(batch["song_id"], device=device)
+    if p.objective == "contrast":
+        nce = info_nce(model.embed(x), model.embed(x2), songs, p.temperature)
+        return nce, {"nce": float(nce.detach())}
+    o1 = model(x, ratio=p.mask_ratio, generator=mask_gen)
+    o2 = model(x2, ratio=p.mask_ratio, generator=mask_gen)
+    mse = 0.5 * (model.loss(o1) + model.loss(o2))
+    nce = info_nce(o1["emb"], o2["emb"], songs, p.temperature)
+    return mse + p.contrast_weight * nce, {"mse": float(mse.detach()), "nce": float(nce.detach())}
+
+
+def baseline_mse(ds: CropDataset, cfg: Config, n: int = 256) -> float:
+    """:func:`~deam_mamba.models.pretrain.band_mean_baseline` on up to ``n`` fixed crops (seed 0): the masked-patch
+    MSE that knowing each crop's band levels alone gives; the pretraining loss has to go below it."""
+    idx = np.random.default_rng(0).choice(len(ds), size=min(n, len(ds)), replace=False)
+    x = torch.stack([ds[int(i)]["x"] for i in idx])
+    p = cfg.pretrain
+    gm, gt = x.shape[-2] // p.patch_mels, x.shape[-1] // p.patch_frames
+    mask = random_mask(len(x), gm * gt, p.mask_ratio, torch.Generator().manual_seed(0))
+    return float(band_mean_baseline(x, mask, p.patch_mels, p.patch_frames))
+
+
 def crop_frames(cfg: Config) -> tuple[int, int]:
     """``(chunk_frames, hop_frames)``: ``chunks.chunk_seconds`` rounded down to whole patches, and the hop."""
     fps = cfg.features.frames_per_second
@@ -162,7 +207,8 @@ def pretrain(cfg: Config, run_dir: str | Path, resume: bool = False, argv: list[
     hours = sum(cache.duration_s(i) for i in ids) / 3600
     norm = cache.norm_stats(ids, progress=t.progress)
     chunk, hop = crop_frames(cfg)
-    ds = CropDataset(cache, ids, chunk, hop, norm, seed=t.seed)
+    ds = CropDataset(cache, ids, chunk, hop, norm, seed=t.seed, pairs=cfg.pretrain.objective != "mask")
+    baseline = baseline_mse(ds, cfg) if cfg.pretrain.objective != "contrast" else None
     model = build_pretrain_model(cfg).to(device)
     opt = make_optimizer(model, cfg)
     info = DistInfo()
@@ -189,15 +235,18 @@ def pretrain(cfg: Config, run_dir: str | Path, resume: bool = False, argv: list[
         log.info("no checkpoint in %s yet: starting the run from the beginning", run_dir)
     runlog = RunLog(run_dir, cfg, True, resume_step=st.step if resume else None, argv=argv,
                     extra={"kind": "pretrain", "objective": cfg.pretrain.objective, "files": len(ids),
-                           "audio_hours": round(hours, 3), "crops": len(ds), "steps_per_epoch": steps_per_epoch})
+                           "audio_hours": round(hours, 3), "crops": len(ds), "steps_per_epoch": steps_per_epoch,
+                           "baseline_band_mean_mse": baseline})
     log.info("pretraining on %d files (%.2f h of audio, %d crops of %d frames), %d steps per epoch", len(ids), hours,
              len(ds), chunk, steps_per_epoch)
+    if baseline is not None:
+        log.info("masked-patch MSE of predicting each band's visible mean (a model that learned nothing else): %.4f",
+                 baseline)
 
     def save(best_row: dict[str, float] | None) -> None:
         state = {"optimizer": opt.state_dict(), "loop": st.to_dict(), "rng": ck.rng_state()}
         ck.save_checkpoint(run_dir, model, state, step=st.step, meta=meta, best_metrics=best_row)
 
-    p = cfg.pretrain
     while st.epoch < t.epochs and st.step < total_steps:
         sampler.set_position(st.epoch, st.batch_in_epoch, t.batch_size)
         ds.set_epoch(st.epoch)
@@ -209,8 +258,7 @@ def pretrain(cfg: Config, run_dir: str | Path, resume: bool = False, argv: list[
             lr = lr_at(st.step, cfg.optim, total_steps, steps_per_epoch)
             set_lr(opt, lr)
             mask_gen = torch.Generator().manual_seed(t.seed * 1_000_003 + st.step)  # resumable masks
-            out = model(batch["x"].to(device, non_blocking=True), ratio=p.mask_ratio, generator=mask_gen)
-            loss = model.loss(out)
+            loss, parts = step_loss(model, batch, cfg, device, mask_gen)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"pretraining loss is {float(loss)} at step {st.step}: lower optim.lr")
             opt.zero_grad(set_to_none=True)
@@ -225,7 +273,8 @@ def pretrain(cfg: Config, run_dir: str | Path, resume: bool = False, argv: list[
             st.loss_n += 1
             bar.set_postfix(loss=f"{lv:.4f}", lr=f"{lr:.2e}")
             if st.step % max(1, t.log_every_steps) == 0:
-                runlog.scalars({"pretrain/loss": lv, "pretrain/lr": lr}, st.step)
+                parts.update(loss=lv, lr=lr)
+                runlog.scalars({f"pretrain/{k}": v for k, v in parts.items()}, st.step)
                 if not t.progress:
                     log.info("step %d: loss %.4f, lr %.2e", st.step, lv, lr)
             done = st.step >= total_steps
@@ -245,7 +294,7 @@ def pretrain(cfg: Config, run_dir: str | Path, resume: bool = False, argv: list[
         st.loss_sum, st.loss_n = 0.0, 0
         save(dict(row) if improved else None)
         runlog.epoch(row, st.history)
-        log.info("pretrain epoch %d step %d: masked-patch MSE %.4f%s", row["epoch"], row["step"], mean_loss,
+        log.info("pretrain epoch %d step %d: loss %.4f%s", row["epoch"], row["step"], mean_loss,
                  " (best)" if improved else "")
     seconds = time.time() - t_start
     last = dict(st.history[-1]) if st.history else {}
