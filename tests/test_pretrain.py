@@ -269,3 +269,19 @@ def test_contrastive_objectives_run(objective: str, tmp_path: Path) -> None:
     assert any(k.startswith("proj.") for k in keys)
     meta = json.loads((tmp_path / "run/meta.json").read_text())
     assert (meta["baseline_band_mean_mse"] is None) == (objective == "contrast")
+
+
+def test_audio_folder_ids_are_stable(tmp_path: Path) -> None:
+    from deam_mamba.core.errors import DatasetNotFoundError
+    from deam_mamba.data.folders import AudioFolders, path_id
+    from deam_mamba.inference.files import collect_audio_files
+
+    audio = _write_wavs(tmp_path / "a", n=2, seconds=0.5)
+    first = AudioFolders(collect_audio_files([audio])[0])
+    (audio / "song1.wav").rename(audio / "zz.wav")  # one file renamed: the other keeps its id
+    second = AudioFolders(collect_audio_files([audio])[0])
+    assert path_id(audio / "song0.wav") in first.ids and path_id(audio / "song0.wav") in second.ids
+    assert len(set(first.ids) & set(second.ids)) == 1
+    assert first.label_kind == "none" and first.audio_path(path_id(audio / "song0.wav")) == audio / "song0.wav"
+    with pytest.raises(DatasetNotFoundError):
+        AudioFolders([])
