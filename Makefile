@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.deps-installed
 DEMO_DIR ?= demo_out
 
-.PHONY: install browser test test-fast lint demo bench clean-demo
+.PHONY: install browser test test-fast lint demo bench clean-demo pretrain-corpus
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -41,6 +41,11 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	bash scripts/bench.sh
+
+# The label-free pretraining corpus: six Debian game-soundtrack packages (apt-get download + dpkg -x, idempotent)
+CORPUS_DIR ?= pretrain_corpus
+pretrain-corpus: $(STAMP)
+	PYTHON=$(abspath $(PY)) bash scripts/fetch_debian_music.sh $(CORPUS_DIR)
 
 clean-demo:
 	rm -rf $(DEMO_DIR)

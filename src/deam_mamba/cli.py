@@ -276,6 +276,39 @@ def _cmd_prepare(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+# --- pretrain (issue 15: self-supervised pretraining on unlabelled audio) -------------------------
+
+def _cmd_pretrain(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("pretrain", help="self-supervised pretraining (masked log-mel patches) on folders of audio",
+                       description="Pretrain a MambaVision backbone on any folders of audio (no labels): masked "
+                                   "spectrogram patch reconstruction through the feature cache (data.cache). "
+                                   "Resumable (--resume RUN). Fine-tune with `deam-mamba train ... model.init=RUN`.")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides")
+    p.add_argument("--data", nargs="+", metavar="FOLDER", help="audio folders or files (every format predict "
+                                                                "reads); with --resume: default the run's own")
+    p.add_argument("--out", metavar="RUN_DIR", help="new run folder")
+    p.add_argument("--config", default="configs/pretrain.yaml", help="YAML config (default configs/pretrain.yaml)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a pretraining run from its last checkpoint")
+
+    def run(a: argparse.Namespace) -> int:
+        from deam_mamba.train.pretrain import start_pretraining
+
+        config = a.config if a.resume is None else None
+        if config is not None and not Path(config).is_file():
+            raise ConfigError(f"--config {config}: no such file (run from the repository root or pass --config)")
+        if a.resume is None and not a.data:
+            raise ConfigError("give the audio to pretrain on: --data FOLDER [FOLDER ...]")
+        res = start_pretraining(config, a.overrides, a.data, a.out, resume=a.resume, argv=sys.argv)
+        last = res.history[-1]["train_loss"] if res.history else float("nan")
+        print(f"pretrain run {res.run_dir}: {res.files} files ({res.hours:.2f} h), {res.epoch} epochs, {res.step} "
+              f"steps in {res.seconds:.0f} s; last epoch loss {last:.4f}")
+        return 0
+
+    p.set_defaults(func=run)
+
+# --- end pretrain ---------------------------------------------------------------------------------
+
+
 # (each helper adds its _cmd_* function above this line)
 
 def _cmd_crossval(sub: argparse._SubParsersAction) -> None:
@@ -350,6 +383,7 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _cmd_compare,
     _cmd_crossval,
     _cmd_serve,  # issue 14 (serve)
+    _cmd_pretrain,
 ]
 
 

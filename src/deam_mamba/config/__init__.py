@@ -27,11 +27,12 @@ from deam_mamba.config.schema import (
                                     LossConfig,
                                     ModelConfig,
                                     OptimConfig,
+                                    PretrainConfig,
                                     TrainConfig,
 )
 
 __all__ = [
     "FEATURE_VERSION", "MODES", "POOLINGS", "SPLITS", "AttentionConfig", "ChunkConfig", "Config", "DataConfig",
-    "FeatureConfig", "LossConfig", "ModelConfig", "OptimConfig", "TrainConfig", "apply_overrides",
+    "FeatureConfig", "LossConfig", "ModelConfig", "OptimConfig", "PretrainConfig", "TrainConfig", "apply_overrides",
     "config_from_dict", "config_to_dict", "dump_config", "load_config", "save_config",
 ]

@@ -184,10 +184,16 @@ class ModelConfig:
     kwargs: dict[str, Any] = field(default_factory=dict)  # passed to create_model
     pooling: str = "mean"  # song-level pooling: "mean" of chunk predictions | "attention" (static mode)
     attention: AttentionConfig = field(default_factory=AttentionConfig)
+    # fine-tuning: start from these weights (backbone only, the head stays new): a pretrain or train run
+    # folder (its best, else last checkpoint) or a .safetensors file; tensors matched by name and shape
+    init: str | None = None
+    freeze_stages: int = 0  # freeze the stem and the first N stages (0..4; 0 = train everything)
 
     def __post_init__(self) -> None:
         if self.pooling not in POOLINGS:
             raise ConfigError(f"model.pooling must be one of {POOLINGS}, got {self.pooling!r}")
+        if not 0 <= int(self.freeze_stages) <= 4:
+            raise ConfigError(f"model.freeze_stages must be in 0..4 (stem + first N stages), got {self.freeze_stages}")
 
 
 @dataclass
@@ -205,10 +211,18 @@ class OptimConfig:
     # 0 = off; e.g. 0.99 averages over ~100 steps. When on, validation, `best` and every saved
     # weights file use the averaged model; the raw weights live in the state file (for --resume).
     ema_decay: float = 0.0
+    # fine-tuning: the backbone's parameter groups get lr * backbone_lr_scale (the head keeps lr)
+    backbone_lr_scale: float = 1.0
+    # warm-up length in epochs (may be fractional); when set it replaces warmup_steps
+    warmup_epochs: float | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"optim.ema_decay must be in [0, 1) (0 = off), got {self.ema_decay}")
+        if not float(self.backbone_lr_scale) >= 0.0:
+            raise ConfigError(f"optim.backbone_lr_scale must be >= 0, got {self.backbone_lr_scale}")
+        if self.warmup_epochs is not None and not float(self.warmup_epochs) >= 0.0:
+            raise ConfigError(f"optim.warmup_epochs must be >= 0 or null, got {self.warmup_epochs}")
 
 
 @dataclass
@@ -261,6 +275,54 @@ class TrainConfig:
     progress: bool = True  # tqdm progress bars
 
 
+PRETRAIN_OBJECTIVES = ("mask", "contrast", "both")
+MASK_FILLS = ("token", "zero")
+
+
+@dataclass
+class PretrainConfig:
+    """Self-supervised pretraining (``deam-mamba pretrain``): masked spectrogram patch reconstruction.
+
+    Each normalised log-mel chunk is cut into ``patch_mels`` x ``patch_frames`` patches; ``mask_ratio`` of
+    them (random, per chunk) are replaced at the input by a learned token (``mask_fill: token``) or 0 (the
+    training mean), the backbone encodes the chunk, a light decoder (``decoder_dim`` channels,
+    ``decoder_depth`` conv blocks) predicts every patch and the loss is the MSE on the masked patches only.
+    ``objective``: ``mask`` (that alone), ``contrast`` (InfoNCE between the pooled, projected embeddings of two
+    unmasked crops of one song; ``proj_dim``, ``temperature``) or ``both`` (both crops masked: the mean of their
+    reconstruction losses + ``contrast_weight`` x InfoNCE of their embeddings).
+    ``data``: the audio folders/files (set by ``--data``). See :mod:`deam_mamba.models.pretrain`.
+    """
+
+    data: list[str] = field(default_factory=list)
+    objective: str = "mask"  # "mask" | "contrast" | "both"
+    mask_ratio: float = 0.6
+    patch_mels: int = 16
+    patch_frames: int = 16
+    mask_fill: str = "token"  # "token" (learned patch) | "zero"
+    decoder_dim: int = 128
+    decoder_depth: int = 2
+    proj_dim: int = 128  # contrast/both: projection head output size
+    temperature: float = 0.1  # contrast/both: InfoNCE temperature
+    contrast_weight: float = 1.0  # both: weight of the InfoNCE term
+
+    def __post_init__(self) -> None:
+        if int(self.proj_dim) < 1 or not float(self.temperature) > 0 or not float(self.contrast_weight) >= 0:
+            raise ConfigError(f"pretrain needs proj_dim >= 1, temperature > 0, contrast_weight >= 0, got "
+                              f"{self.proj_dim}, {self.temperature}, {self.contrast_weight}")
+        if self.objective not in PRETRAIN_OBJECTIVES:
+            raise ConfigError(f"pretrain.objective must be one of {PRETRAIN_OBJECTIVES}, got {self.objective!r}")
+        if not 0.0 < float(self.mask_ratio) < 1.0:
+            raise ConfigError(f"pretrain.mask_ratio must be in (0, 1), got {self.mask_ratio}")
+        if int(self.patch_mels) < 1 or int(self.patch_frames) < 1:
+            raise ConfigError(f"pretrain.patch_mels/patch_frames must be >= 1, got {self.patch_mels}, "
+                              f"{self.patch_frames}")
+        if self.mask_fill not in MASK_FILLS:
+            raise ConfigError(f"pretrain.mask_fill must be one of {MASK_FILLS}, got {self.mask_fill!r}")
+        if int(self.decoder_dim) < 1 or int(self.decoder_depth) < 0:
+            raise ConfigError(f"pretrain.decoder_dim must be >= 1 and decoder_depth >= 0, got "
+                              f"{self.decoder_dim}, {self.decoder_depth}")
+
+
 @dataclass
 class Config:
     """Everything one training run needs; written resolved into ``RUN_DIR/config.yaml``."""
@@ -273,6 +335,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)  # used by `deam-mamba pretrain` only
 
     def label_scale(self) -> Scale:
         """The scale static targets and predictions are on (``data.scale``; DEAM's 1-9 when unset). Static

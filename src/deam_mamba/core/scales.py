@@ -42,6 +42,7 @@ class LabelKind(StrEnum):
 
     STATIC = "static"
     QUADRANT = "quadrant"
+    NONE = "none"  # label-free audio (a pretraining corpus, :class:`deam_mamba.data.folders.AudioFolders`)
 
 
 @dataclass(frozen=True)

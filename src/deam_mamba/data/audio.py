@@ -29,9 +29,10 @@ import soxr
 
 from deam_mamba.core.errors import AudioDecodeError
 
-AUDIO_EXTENSIONS = (".mp3", ".wav", ".flac", ".ogg", ".oga", ".aiff", ".aif")
+# .opus: Ogg Opus (libsndfile >= 1.0.29; warzone2100-music ships its soundtrack so)
+AUDIO_EXTENSIONS = (".mp3", ".wav", ".flac", ".ogg", ".oga", ".opus", ".aiff", ".aif")
 RESAMPLE_QUALITY = "HQ"  # librosa.load's default res_type "soxr_hq"
-_SF_EXTENSIONS = {"." + f.lower() for f in sf.available_formats()} | {".mp3", ".oga", ".aif"}
+_SF_EXTENSIONS = {"." + f.lower() for f in sf.available_formats()} | {".mp3", ".oga", ".opus", ".aif"}
 _WAV_SHORT = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
 
 

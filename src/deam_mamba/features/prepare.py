@@ -141,7 +141,9 @@ def _entry_ok(key_dir: Path, entry: dict[str, Any], fp: dict[str, Any], verify: 
 
 def _labels(handler: Any, sid: int) -> dict[str, Any]:
     """A song's labels as the cache stores them: static values on the dataset's own scale (None for a
-    quadrant-only dataset), the quadrant 1..4, dynamic values on [-1, 1]."""
+    quadrant-only dataset), the quadrant 1..4, dynamic values on [-1, 1]; all None for label-free audio."""
+    if handler.label_kind == LabelKind.NONE:
+        return {"static": None, "quadrant": None, "dynamic": None}
     times, val, aro = handler.dynamic_labels(sid)
 
     def r(x: Any) -> list[float]:  # float32 labels as short decimals (6 places: exact to < 1e-6)

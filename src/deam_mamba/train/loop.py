@@ -54,10 +54,12 @@ from deam_mamba.features.logmel import NormStats
 from deam_mamba.features.splits import open_data
 from deam_mamba.inference.predictor import Predictor
 from deam_mamba.models.build import build_model
+from deam_mamba.models.finetune import freeze_stages, keep_frozen_eval
 from deam_mamba.runs import checkpoint as ck
 from deam_mamba.runs.log import RunLog
+from deam_mamba.train.finetune import init_model
 from deam_mamba.train.losses import compute_loss
-from deam_mamba.train.optim import lr_at, make_ema, make_optimizer
+from deam_mamba.train.optim import lr_at, make_ema, make_optimizer, set_lr
 from deam_mamba.train.pool import fit_for_run
 
 log = logging.getLogger(__name__)
@@ -206,7 +208,14 @@ def _train(cfg: Config, run_dir: Path, resume: bool, argv: list[str] | None, inf
     dataset, cache, splits = open_data(cfg, info)
     resolve_label_scale(cfg, dataset)
     train_ds, norm = make_datasets(cfg, cache, splits)
-    model = build_model(cfg).to(device)
+    model = build_model(cfg)
+    has_last = resume and (run_dir / ck.CKPT_DIR / "last.json").is_file()
+    if cfg.model.init and not has_last:  # a resumed run's own checkpoint replaces the initial weights
+        init_model(model, cfg)
+    if cfg.model.freeze_stages:
+        n = freeze_stages(model, cfg.model.freeze_stages)
+        log.info("model.freeze_stages=%d: %d parameters frozen (stem + first stages)", cfg.model.freeze_stages, n)
+    model = model.to(device)
     opt = make_optimizer(model, cfg)
     ema = make_ema(model, cfg.optim.ema_decay)
     eval_model = ema.module if ema is not None else model  # what is validated and saved
@@ -220,7 +229,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, argv: list[str] | None, inf
     meta = ck.checkpoint_meta(cfg, norm)
 
     st = LoopState()
-    if resume and (run_dir / ck.CKPT_DIR / "last.json").is_file():
+    if has_last:
         weights, state_file, _ = ck.checkpoint_paths(run_dir, "last")
         ck.load_weights(eval_model, weights)
         saved = ck.load_state(state_file)
@@ -256,12 +265,12 @@ def _train(cfg: Config, run_dir: Path, resume: bool, argv: list[str] | None, inf
         train_ds.set_epoch(st.epoch)  # offsets/augmentation seeded by (seed, epoch, index)
         gen.manual_seed(t.seed * 100_003 + st.epoch)  # worker seeds depend on the epoch only
         net.train()
+        keep_frozen_eval(model, cfg.model.freeze_stages)
         bar = tqdm(train_loader, desc=f"epoch {st.epoch + 1}/{t.epochs}", unit="batch",
                    disable=not (t.progress and info.is_main), leave=False)
         for batch in bar:
-            lr = lr_at(st.step, cfg.optim, total_steps)
-            for g in opt.param_groups:
-                g["lr"] = lr
+            lr = lr_at(st.step, cfg.optim, total_steps, steps_per_epoch)
+            set_lr(opt, lr)
             with _autocast(device, t.bf16):
                 out = net(batch["x"].to(device, non_blocking=True))
             loss = compute_loss(cfg, out, {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()})
@@ -292,7 +301,8 @@ def _train(cfg: Config, run_dir: Path, resume: bool, argv: list[str] | None, inf
         improved = math.isfinite(score) and (st.best is None or score > st.best + t.min_delta)  # never on NaN
         improved = broadcast_flag(info, improved)  # every rank takes rank 0's decision
         train_loss = mean_over_ranks(info, st.loss_sum / max(1, st.loss_n))
-        row = {"epoch": st.epoch + 1, "step": st.step, "lr": lr_at(max(0, st.step - 1), cfg.optim, total_steps),
+        row = {"epoch": st.epoch + 1, "step": st.step,
+               "lr": lr_at(max(0, st.step - 1), cfg.optim, total_steps, steps_per_epoch),
                "train_loss": train_loss, **metrics}
         st.history.append(row)
         last_metrics = row
