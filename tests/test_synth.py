@@ -149,3 +149,18 @@ def test_learnable_but_not_trivial(tmp_path_factory: pytest.TempPathFactory) -> 
     assert res["ridge_r2"]["valence"] > 0.5 and res["ridge_r2"]["arousal"] > 0.5, res["ridge_r2"]
     assert res["max_abs_feature_r"] < 0.9, res["feature_r"]
     assert y[:, 0].std() > 1.0 and y[:, 1].std() > 1.0  # labels spread over the 1..9 scale
+
+
+def test_song_audio_is_pinned() -> None:
+    """The corpus is defined by its RNG stream: reordering draws (as a line-length edit once did) changes every
+    song and silently breaks comparing runs across versions. Values from the generator as released; the
+    tolerance allows last-digit float differences between machines, not a different stream."""
+    from deam_mamba.synth.corpus import _centres, _song_rng
+    from deam_mamba.synth.music import hidden_trajectory, render_song
+
+    rng = _song_rng(0, 10)
+    v0, a0 = _centres(rng)
+    audio = render_song(rng, hidden_trajectory(rng, 3.0, v0, a0), 3.0)
+    assert audio.shape == (132300, 2)
+    np.testing.assert_allclose(float(np.abs(audio).mean()), 0.0495915487408638, rtol=1e-4)
+    np.testing.assert_allclose(audio[[1000, 50000, 100000], 0], [-0.05968723, 0.05460761, 0.03804339], atol=1e-5)

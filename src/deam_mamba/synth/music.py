@@ -153,8 +153,9 @@ def render_song(rng: np.random.Generator, traj: Trajectory, duration_s: float) -
     # --- nuisance drawn once per song ---
     tonic_pc = int(rng.integers(0, 12))
     prog = _PROGRESSIONS[int(rng.integers(len(_PROGRESSIONS)))]
-    odd_even = 1 + rng.uniform(-0.6, 0.6) * (np.arange(_MAX_HARM) % 2)
-    pad_timbre = rng.uniform(0.3, 1.0, _MAX_HARM).astype(np.float32) * odd_even
+    # draw order matters (the corpus is defined by the RNG stream): harmonic levels first, then the odd/even tilt
+    pad_timbre = rng.uniform(0.3, 1.0, _MAX_HARM).astype(np.float32)
+    pad_timbre = pad_timbre * (1 + rng.uniform(-0.6, 0.6) * (np.arange(_MAX_HARM) % 2))
     lead_timbre = rng.uniform(0.3, 1.0, _MAX_HARM).astype(np.float32)
     slope_offset = rng.uniform(-0.35, 0.35)
     tempo_offset = rng.normal(0.0, 9.0)
