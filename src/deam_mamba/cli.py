@@ -121,8 +121,9 @@ def _cmd_predict(sub: argparse._SubParsersAction) -> None:
                 else:
                     what = (f"valence {pr.valence:.3f}\tarousal {pr.arousal:.3f}\tquadrant {quad}"
                             f"\t(scale {pr.song_scale})")
+                flags = f"\tflags: {','.join(pr.flags)}" if pr.flags else ""
                 print(f"{pr.source}\t{what}\t({pr.duration_s:.1f} s, curve {len(pr.curve_times_s)} points at 2 Hz "
-                      f"on {pr.curve_scale})")
+                      f"on {pr.curve_scale}){flags}")
             if not res.predictions:
                 print(predictions_to_json(res), end="")
         return 0 if res.predictions else 1

@@ -102,6 +102,7 @@ def evaluate_run(run_dir: str | Path, split: str = "test", out_dir: str | Path |
     data_info = {"data_root": config.data.root, "data_kind": config.data.kind, "cache": config.data.cache}
     predictor = Predictor.for_config(run.model, run.config, run.norm_stats, device=device, batch_size=batch_size,
                                      pool=run.pool)
+    predictor.checkpoint = f"checkpoint {run.weights} (run {run_dir})"  # named if it outputs NaN: fails at song 1
     t0 = time.perf_counter()
     preds = predict_cached_songs(predictor, resolved.cache, ids, progress=progress)
     metrics, table, curves = compute_metrics(run.mode, resolved.cache, preds, bootstrap=bootstrap, seed=seed,

@@ -51,6 +51,7 @@ class LoadedRun:
     run_dir: Path
     pool: nn.Module | None = None  # fitted AttentionPool when config.model.pooling == "attention"
     pooling: str = "mean"
+    weights: Path | None = None  # the safetensors file the model was loaded from
 
 
 def load_run(run_dir: str | Path, which: str = "best", device: str | torch.device = "cpu") -> LoadedRun:
@@ -82,4 +83,5 @@ def load_run(run_dir: str | Path, which: str = "best", device: str | torch.devic
         run_dir=run_dir,
         pool=pool,
         pooling=cfg.model.pooling,
+        weights=weights,
     )
