@@ -1,0 +1,199 @@
+"""Faults never become silent numbers: corrupt weights (checksum), non-finite outputs, values off the
+scale, inputs the model was not made for (issue 13)."""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import shutil
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from _inference_helpers import tiny_run
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from deam_mamba.cli import main
+from deam_mamba.config import FeatureConfig
+from deam_mamba.core.errors import CheckpointError
+from deam_mamba.core.scales import STATIC
+from deam_mamba.evaluation.evaluate import evaluate_run
+from deam_mamba.inference import checks
+from deam_mamba.inference.predictor import Predictor
+from deam_mamba.models.heads import AttentionPool
+from deam_mamba.runs import checkpoint as ck
+from deam_mamba.runs.run import load_run
+
+SR = 16_000
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, synth_corpus) -> Path:
+    return tiny_run(tmp_path_factory, synth_corpus, "static")
+
+
+def _copy(run: Path, dst: Path) -> Path:
+    shutil.copytree(run, dst)
+    return dst
+
+
+def _corrupt_tensor_data(path: Path, n: int = 64) -> None:
+    """Write ``n`` random bytes into the middle of the tensor data (after the JSON header)."""
+    raw = bytearray(path.read_bytes())
+    start = 8 + struct.unpack("<Q", bytes(raw[:8]))[0]
+    mid = start + (len(raw) - start) // 2
+    raw[mid:mid + n] = np.random.default_rng(0).integers(0, 256, n, dtype=np.uint8).tobytes()
+    path.write_bytes(bytes(raw))
+
+
+def _rewrite(path: Path, change) -> None:
+    """Load the safetensors file, let ``change(tensors, meta)`` edit it, save it back."""
+    tensors = load_file(str(path))
+    with safe_open(str(path), framework="pt") as fh:
+        meta = dict(fh.metadata())
+    change(tensors, meta)
+    save_file(tensors, str(path), metadata=meta)
+
+
+def _tone(path: Path, seconds: float, amp: float = 0.3, noise: float = 0.0) -> Path:
+    t = np.arange(int(seconds * SR)) / SR
+    x = amp * np.sin(2 * np.pi * 440 * t) + noise * np.random.default_rng(1).standard_normal(len(t))
+    sf.write(path, x.astype(np.float32), SR)
+    return path
+
+
+# --- 1. checksums -------------------------------------------------------------------------
+
+
+def test_weights_store_a_checksum_of_their_tensors(run):
+    weights, _, _ = ck.checkpoint_paths(run, "best")
+    with safe_open(str(weights), framework="pt") as fh:
+        stored = fh.metadata()[ck.CHECKSUM_KEY]
+    assert stored == ck.tensors_sha256(load_file(str(weights)))
+    assert len(stored) == 64
+
+
+def test_corrupt_weights_are_refused_naming_the_file(run, tmp_path, capsys):
+    bad = _copy(run, tmp_path / "bad_run")
+    weights, _, _ = ck.checkpoint_paths(bad, "best")
+    _corrupt_tensor_data(weights)
+    with pytest.raises(CheckpointError, match=r"is corrupt \(checksum mismatch\): re-train or restore it") as e:
+        load_run(bad)
+    assert str(weights) in str(e.value)
+    wav = _tone(tmp_path / "a.wav", 4.0)
+    rc = main(["predict", str(bad), str(wav)])
+    out, err = capsys.readouterr()
+    assert rc == 2 and "nan" not in out.lower()
+    assert str(weights) in err and "checksum mismatch" in err and "Traceback" not in err
+
+
+def test_corrupt_pool_is_refused(tmp_path):
+    path = tmp_path / "pool_step00000001.safetensors"
+    ck.save_pool(path, AttentionPool(32, 2, hidden=8), {"selected_epoch": 1})
+    ck.load_pool(path)  # intact: loads
+    _corrupt_tensor_data(path, n=16)
+    with pytest.raises(CheckpointError, match="checksum mismatch") as e:
+        ck.load_pool(path)
+    assert str(path) in str(e.value)
+
+
+def test_old_weights_without_checksum_still_load_with_a_warning(run, tmp_path, caplog, monkeypatch):
+    old = _copy(run, tmp_path / "old_run")
+    weights, _, _ = ck.checkpoint_paths(old, "best")
+    _rewrite(weights, lambda t, m: m.pop(ck.CHECKSUM_KEY))
+    monkeypatch.setattr(ck, "_WARNED_NO_CHECKSUM", set())
+    with caplog.at_level(logging.WARNING, logger="deam_mamba.runs.checkpoint"):
+        load_run(old)
+        load_run(old)
+    warned = [r for r in caplog.records if "no weights checksum" in r.getMessage()]
+    assert len(warned) == 1 and str(weights) in warned[0].getMessage()
+
+
+# --- 2. non-finite outputs ------------------------------------------------------------------
+
+
+def _nan_weights(tensors: dict, meta: dict) -> None:
+    name = next(k for k, v in sorted(tensors.items()) if v.is_floating_point() and v.numel() > 1)
+    tensors[name] = torch.full_like(tensors[name], float("nan"))
+    meta[ck.CHECKSUM_KEY] = ck.tensors_sha256(tensors)  # intact file, damaged values
+
+
+def test_nan_outputs_are_an_error_naming_the_checkpoint_in_predict_and_evaluate(run, tmp_path, capsys):
+    bad = _copy(run, tmp_path / "nan_run")
+    weights, _, _ = ck.checkpoint_paths(bad, "best")
+    _rewrite(weights, _nan_weights)
+    wav = _tone(tmp_path / "a.wav", 4.0)
+    rc = main(["predict", str(bad), str(wav)])
+    out, err = capsys.readouterr()
+    assert rc == 2 and "nan" not in out.lower()
+    assert str(weights) in err and "non-finite" in err and str(wav) in err
+    with pytest.raises(CheckpointError, match="non-finite") as e:
+        evaluate_run(bad, split="test", bootstrap=0, progress=False)
+    assert str(weights) in str(e.value)
+    assert not (bad / "eval").exists()  # failed at the first song, before any report
+
+
+# --- 3. declared scale and flags --------------------------------------------------------------
+
+
+class _Const(torch.nn.Module):
+    """Fake static model: every chunk predicts ``value`` on the normalised (-1..1) scale."""
+
+    def __init__(self, value: float):
+        super().__init__()
+        self.value = value
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.full((x.shape[0], 2), self.value)
+
+
+def test_values_off_the_scale_are_clipped_and_flagged():
+    pred = Predictor(_Const(3.0), FeatureConfig(n_mels=64), None, chunk_seconds=3.0, scale=STATIC)
+    t = np.arange(8 * SR) / SR
+    p = pred.predict_wave((0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32))  # raw 5 + 4 * 3 = 17
+    assert p.valence == p.arousal == 9.0 and p.flags == ["clipped"]
+    assert np.all(p.curve_valence == 9.0) and np.all(p.curve_arousal == 9.0)
+    low = Predictor(_Const(-0.5), FeatureConfig(n_mels=64), None, chunk_seconds=3.0).predict_wave(
+        (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32))
+    assert low.valence == pytest.approx(3.0) and low.flags == []  # on the scale: untouched, no flag
+
+
+def test_flag_rules():
+    assert checks.is_silent(np.zeros(SR)) and checks.rms_dbfs(np.zeros(SR)) == float("-inf")
+    assert checks.is_silent(np.full(SR, 1e-4)) and not checks.is_silent(np.full(SR, 1e-2))
+    assert checks.is_short(2.9, 3.0) and not checks.is_short(3.0, 3.0)
+    assert not checks.is_out_of_distribution(None)
+    assert checks.is_out_of_distribution(checks.feature_shift(torch.full((64, 10), 2.5)))
+    assert not checks.is_out_of_distribution(checks.feature_shift(torch.randn(64, 500)))
+
+
+def test_predict_flags_silence_short_and_out_of_distribution_inputs(run, tmp_path, caplog):
+    d = tmp_path / "in"
+    d.mkdir()
+    sf.write(d / "silence.wav", np.zeros(10 * SR, dtype=np.float32), SR)
+    _tone(d / "short.wav", 1.0, amp=0.05, noise=0.1)  # noise: inside the training statistics, but < one chunk
+    _tone(d / "tone.wav", 10.0)
+    _tone(d / "noise.wav", 10.0, amp=0.0, noise=0.1)
+    out = tmp_path / "p.csv"
+    with caplog.at_level(logging.WARNING, logger="deam_mamba.inference.files"):
+        assert main(["predict", str(run), str(d), "--out", str(out)]) == 0
+    rows = {Path(r["file"]).name: r for r in csv.DictReader(out.open())}
+    flags = {k: r["flags"].split(";") if r["flags"] else [] for k, r in rows.items()}
+    assert "silent" in flags["silence.wav"] and "out_of_distribution" in flags["silence.wav"]
+    assert flags["short.wav"] == ["short"]
+    assert flags["tone.wav"] == ["out_of_distribution"]
+    assert flags["noise.wav"] == []
+    for name, r in rows.items():
+        assert 1.0 <= float(r["valence"]) <= 9.0 and 1.0 <= float(r["arousal"]) <= 9.0
+        assert float(r["feature_shift_z"]) >= 0
+    warned = [r.getMessage() for r in caplog.records]
+    for name in ("silence.wav", "short.wav", "tone.wav"):
+        assert any(str(d / name) in m and "flags:" in m for m in warned), name
+    assert not any("noise.wav" in m for m in warned)
+    js = tmp_path / "p.json"
+    assert main(["predict", str(run), str(d / "tone.wav"), "--out", str(js)]) == 0
+    assert json.loads(js.read_text())["predictions"][0]["flags"] == ["out_of_distribution"]
