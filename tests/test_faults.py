@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import re
 import shutil
 import struct
 from pathlib import Path
@@ -197,3 +198,62 @@ def test_predict_flags_silence_short_and_out_of_distribution_inputs(run, tmp_pat
     js = tmp_path / "p.json"
     assert main(["predict", str(run), str(d / "tone.wav"), "--out", str(js)]) == 0
     assert json.loads(js.read_text())["predictions"][0]["flags"] == ["out_of_distribution"]
+
+
+# --- 5. file-system faults: one line, exit 2 -------------------------------------------------------
+
+
+def _one_error_line(err: str, command: str) -> str:
+    err = re.sub(r"\w+:\s+\d+%\|[^\r\n]*", "", err)  # tqdm progress updates (carriage returns)
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"deam-mamba {command}: error: "), err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def test_prepare_cache_that_is_a_file(synth_corpus, tmp_path, capsys):
+    f = tmp_path / "cache_file"
+    f.write_text("not a folder")
+    assert main(["prepare", "--data", str(synth_corpus), "--cache", str(f), "--workers", "0", "--no-progress"]) == 2
+    line = _one_error_line(capsys.readouterr().err, "prepare")
+    assert str(f) in line and "not a folder" in line
+
+
+def test_predict_out_under_a_file_fails_before_any_work(run, tmp_path, capsys):
+    f = tmp_path / "plain"
+    f.write_text("x")
+    wav = _tone(tmp_path / "a.wav", 4.0)
+    assert main(["predict", str(run), str(wav), "--out", str(f / "sub" / "p.csv")]) == 2
+    line = _one_error_line(capsys.readouterr().err, "predict")
+    assert str(f) in line and "not a folder" in line
+
+
+def test_unforeseen_os_errors_print_file_reason_and_advice(tmp_path, capsys):
+    f = tmp_path / "plain"
+    f.write_text("x")
+    assert main(["synth", "--out", str(f / "corpus"), "--songs", "1", "--full-songs", "0"]) == 2
+    line = _one_error_line(capsys.readouterr().err, "synth")
+    assert f"{f}: is a file — a part of the path is a file, not a folder: choose another path" in line
+
+
+def test_permission_denied_is_one_line(run, tmp_path, capsys, monkeypatch):
+    import deam_mamba.inference.files as files
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(tmp_path / "locked" / "p.csv"))
+
+    monkeypatch.setattr(files, "atomic_write_text", denied)  # root ignores chmod: fake the fault at the write
+    wav = _tone(tmp_path / "a.wav", 4.0)
+    assert main(["predict", str(run), str(wav), "--out", str(tmp_path / "p.csv")]) == 2
+    line = _one_error_line(capsys.readouterr().err, "predict")
+    assert "locked/p.csv: Permission denied — you may not read or write there" in line
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "geteuid") or __import__("os").geteuid() == 0,
+                    reason="root may write anywhere")
+def test_out_in_a_read_only_folder_fails_early(run, tmp_path, capsys):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    wav = _tone(tmp_path / "a.wav", 4.0)
+    assert main(["predict", str(run), str(wav), "--out", str(locked / "p.csv")]) == 2
+    assert "permission denied" in _one_error_line(capsys.readouterr().err, "predict")

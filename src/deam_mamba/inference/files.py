@@ -11,7 +11,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from deam_mamba.core.errors import AudioDecodeError, DeamError, OutputExistsError
-from deam_mamba.core.io import atomic_write_text, to_json
+from deam_mamba.core.io import atomic_write_text, check_writable_location, to_json
 from deam_mamba.data.audio import AUDIO_EXTENSIONS
 from deam_mamba.inference.checks import describe
 from deam_mamba.inference.predictor import CURVE_HZ, Predictor, SongPrediction
@@ -120,6 +120,7 @@ def check_output_path(out: str | Path, force: bool = False) -> Path:
         raise DeamError(f"--out {out} is a folder; give a .csv or .json file name")
     if out.exists() and not force:
         raise OutputExistsError(f"{out} already exists; pass --force to overwrite it or choose another --out")
+    check_writable_location(out, "--out")
     return out
 
 

@@ -243,9 +243,16 @@ class Predictor:
         p_val = p_aro = None
         if self.mode == "static":
             va = self.scale.from_unit(np.asarray(raw[:, :2], dtype=np.float64))  # [N, 2] on the labels' scale
+            va, clipped = checks.clip_to_scale(va, self.scale)  # each chunk onto the declared scale
+            if self.pool is not None:
+                song_pool, clipped_pool = checks.clip_to_scale(song_pool, self.scale)
+                clipped = clipped or clipped_pool
+            if clipped:
+                flags.add("clipped")
             song = song_pool if self.pool is not None else va.mean(axis=0)
             curve = np.stack([np.interp(grid, centres, va[:, d]) for d in range(2)], axis=1)
             song_scale = curve_scale = self.scale.name
+            quadrant = _quadrant(song, self.scale.midpoint)
         elif self.mode == "quadrant":
             probs, axes = quadrant_probabilities(raw, self.quadrant_head)  # [N, 4] or None, [N, 2]
             song = axes.mean(axis=0)
@@ -257,16 +264,12 @@ class Predictor:
             curve = np.stack([np.interp(grid, centres, axes[:, d]) for d in range(2)], axis=1)
             song_scale = curve_scale = QUADRANT_SCALE
         else:
-            curve = dynamic_curve(raw, start_s, self.chunk_seconds, grid)
+            curve, clipped = checks.clip_to_scale(dynamic_curve(raw, start_s, self.chunk_seconds, grid), DYNAMIC)
+            if clipped:
+                flags.add("clipped")
             song = np.nanmean(curve, axis=0)
             song_scale = curve_scale = DYNAMIC.name
-        if self.mode != "quadrant":  # continuous values: reported on their declared scale, clipped if they left it
-            scale = self.scale if self.mode == "static" else DYNAMIC
-            song, out_song = checks.clip_to_scale(song, scale)
-            curve, out_curve = checks.clip_to_scale(curve, scale)
-            if out_song or out_curve:
-                flags.add("clipped")
-            quadrant = _quadrant(song, scale.midpoint)
+            quadrant = _quadrant(song, DYNAMIC.midpoint)
         if checks.is_short(duration, self.chunk_seconds):
             flags.add("short")
         shift = checks.feature_shift(feats) if self.norm is not None and n_frames > 0 else None
