@@ -257,3 +257,48 @@ def test_out_in_a_read_only_folder_fails_early(run, tmp_path, capsys):
     wav = _tone(tmp_path / "a.wav", 4.0)
     assert main(["predict", str(run), str(wav), "--out", str(locked / "p.csv")]) == 2
     assert "permission denied" in _one_error_line(capsys.readouterr().err, "predict")
+
+
+# --- 4. portable run folders ----------------------------------------------------------------------
+
+
+@pytest.mark.slow  # trains a run and builds its cache from a copied corpus (~30-90 s on 2 shared cores)
+def test_runs_store_relative_paths_and_evaluate_from_anywhere_and_after_a_move(synth_corpus, tmp_path, monkeypatch,
+                                                                              capsys):
+    import yaml
+    from _inference_helpers import TINY_CONFIG, tiny_overrides
+
+    from deam_mamba.config import load_config
+    from deam_mamba.runs.run import read_run_config
+    from deam_mamba.train.loop import train
+
+    proj = tmp_path / "proj"
+    shutil.copytree(synth_corpus, proj / "corpus")
+    monkeypatch.chdir(proj)
+    cfg = load_config(TINY_CONFIG, tiny_overrides(Path("corpus"), Path("cache")))  # relative, as a user types them
+    train(cfg, Path("runs/r"))
+    stored = yaml.safe_load((proj / "runs/r/config.yaml").read_text())["data"]
+    assert stored["root"] == "../../corpus" and stored["cache"] == "../../cache"
+    rec = json.loads((proj / "runs/r/meta.json").read_text())["run_paths"]
+    assert rec["data.root"]["given"] == "corpus" and rec["data.root"]["absolute"] == str(proj / "corpus")
+    json.loads((proj / "runs/r/meta.json").read_text(), parse_constant=lambda c: pytest.fail(c))  # strict JSON
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # another working directory
+    assert Path(read_run_config(proj / "runs/r").data.root) == proj / "corpus"
+    m = evaluate_run(proj / "runs/r", split="test", bootstrap=0, progress=False)
+    assert m["n_songs"] == 3
+
+    moved = tmp_path / "moved"
+    shutil.move(str(proj), str(moved))  # run and data moved together
+    m2 = evaluate_run(moved / "runs/r", split="test", bootstrap=0, progress=False)
+    assert m2["static"]["valence"]["ccc"] == m["static"]["valence"]["ccc"]
+
+    alone = tmp_path / "alone"
+    shutil.move(str(moved / "runs/r"), str(alone))  # the run alone: its data is not where it says
+    assert main(["evaluate", str(alone), "--bootstrap", "0"]) == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path.parent / "corpus") in err and "--data ROOT --cache DIR" in err  # where it looked, what to do
+    assert main(["evaluate", str(alone), "--bootstrap", "0", "--data", str(moved / "corpus"),
+                 "--cache", str(moved / "cache")]) == 0
