@@ -302,3 +302,52 @@ def test_runs_store_relative_paths_and_evaluate_from_anywhere_and_after_a_move(s
     assert str(tmp_path.parent / "corpus") in err and "--data ROOT --cache DIR" in err  # where it looked, what to do
     assert main(["evaluate", str(alone), "--bootstrap", "0", "--data", str(moved / "corpus"),
                  "--cache", str(moved / "cache")]) == 0
+
+
+# --- 6. C decoder noise stays out of the terminal ----------------------------------------------------
+
+
+def _damaged_mp3(path: Path) -> Path:
+    lameenc = pytest.importorskip("lameenc")
+    sr = 44_100
+    t = np.arange(5 * sr) / sr
+    pcm = (0.3 * np.sin(2 * np.pi * 440 * t) * 32767).astype(np.int16)
+    enc = lameenc.Encoder()
+    enc.set_bit_rate(128)
+    enc.set_in_sample_rate(sr)
+    enc.set_channels(1)
+    enc.set_quality(2)
+    data = bytearray(enc.encode(pcm.tobytes()) + enc.flush())
+    rng = np.random.default_rng(0)
+    for k in range(5):  # random bytes over frame headers in the middle of the stream
+        pos = len(data) * (k + 2) // 8
+        data[pos:pos + 200] = rng.integers(0, 256, 200, dtype=np.uint8).tobytes()
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_mpg123_notes_never_reach_the_terminal(run, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    mp3 = _damaged_mp3(tmp_path / "damaged.mp3")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    res = subprocess.run([sys.executable, "-m", "deam_mamba.cli", "predict", str(run), str(mp3)],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert "Illegal Audio-MPEG-Header" not in res.stderr and "libmpg123" not in res.stderr
+    assert f"deam-mamba predict: skipped {mp3}" in res.stderr and "the decoder reported" in res.stderr
+    assert res.returncode == 1  # nothing could be predicted
+
+
+def test_stderr_is_restored_after_a_decode(tmp_path):
+    import os
+
+    from deam_mamba.data.audio import load_audio
+
+    before = os.fstat(2)
+    with pytest.raises(Exception):  # noqa: B017 - any decode error; what matters is fd 2 afterwards
+        load_audio(_damaged_mp3(tmp_path / "d.mp3"))
+    load_audio(_tone(tmp_path / "ok.wav", 1.0))
+    after = os.fstat(2)
+    assert (before.st_dev, before.st_ino) == (after.st_dev, after.st_ino)
