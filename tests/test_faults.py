@@ -351,3 +351,25 @@ def test_stderr_is_restored_after_a_decode(tmp_path):
     load_audio(_tone(tmp_path / "ok.wav", 1.0))
     after = os.fstat(2)
     assert (before.st_dev, before.st_ino) == (after.st_dev, after.st_ino)
+
+
+# --- 7. song ids are integers ---------------------------------------------------------------------------
+
+
+def test_wave_dataset_refuses_ids_that_are_not_integers(synth_corpus):
+    from deam_mamba.core.errors import ConfigError
+    from deam_mamba.data.dataset import WaveDataset, song_ids
+    from deam_mamba.data.deam import DEAMHandler
+
+    handler = DEAMHandler(root=synth_corpus)
+    first = handler.ids[0]
+    for bad, shown in ((4.7, "4.7"), (None, "None"), ("12", "'12'"), (True, "True"), (float(first), f"{first}.0")):
+        with pytest.raises(ConfigError, match=rf"song id {re.escape(shown)} \(position 0"):
+            WaveDataset(handler, [bad])
+    with pytest.raises(ConfigError, match="list of integer song ids"):
+        WaveDataset(handler, 4.7)
+    with pytest.raises(ConfigError, match="list of integer song ids"):
+        WaveDataset(handler, "12")
+    ok = WaveDataset(handler, [np.int64(first), np.int32(first), torch.tensor(first), np.array(first), first])
+    assert ok.ids == [first] * 5 and all(type(i) is int for i in ok.ids)
+    assert song_ids(np.array([first, first + 1])) == [first, first + 1]
