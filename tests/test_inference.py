@@ -90,11 +90,12 @@ def test_static_song_value_is_the_mean_of_chunk_predictions_on_1_to_9():
 
 def test_static_curve_interpolates_linearly_between_chunks():
     pred = _predictor(hop=3.0)
-    # feature level rises by 1 per chunk -> chunk means 0, 1, 2 -> valence 5, 9, 13 at centres 1.5, 4.5, 7.5
-    feats = torch.cat([torch.full((N_MELS, 300), float(i)) for i in range(3)], dim=1)
+    # feature level rises by 0.25 per chunk -> chunk means 0, .25, .5 -> valence 5, 6, 7 at centres 1.5, 4.5, 7.5
+    feats = torch.cat([torch.full((N_MELS, 300), 0.25 * i) for i in range(3)], dim=1)
     out = pred.predict_features(feats)
-    np.testing.assert_allclose(np.interp([3.0, 6.0], out.curve_times_s, out.curve_valence), [7.0, 11.0], atol=1e-5)
-    assert out.curve_valence[0] == pytest.approx(5.0) and out.curve_valence[-1] == pytest.approx(13.0)
+    np.testing.assert_allclose(np.interp([3.0, 6.0], out.curve_times_s, out.curve_valence), [5.5, 6.5], atol=1e-5)
+    assert out.curve_valence[0] == pytest.approx(5.0) and out.curve_valence[-1] == pytest.approx(7.0)
+    assert out.flags == []  # on the scale: nothing clipped
 
 
 def test_dynamic_curve_averages_overlapping_chunks_on_the_2hz_grid():

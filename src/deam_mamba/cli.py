@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from deam_mamba.core.errors import ConfigError, DeamError
+from deam_mamba.core.errors import ConfigError, DeamError, describe_os_error
 from deam_mamba.core.io import to_json
 from deam_mamba.core.runtime import tune_malloc
 
@@ -121,8 +121,9 @@ def _cmd_predict(sub: argparse._SubParsersAction) -> None:
                 else:
                     what = (f"valence {pr.valence:.3f}\tarousal {pr.arousal:.3f}\tquadrant {quad}"
                             f"\t(scale {pr.song_scale})")
+                flags = f"\tflags: {','.join(pr.flags)}" if pr.flags else ""
                 print(f"{pr.source}\t{what}\t({pr.duration_s:.1f} s, curve {len(pr.curve_times_s)} points at 2 Hz "
-                      f"on {pr.curve_scale})")
+                      f"on {pr.curve_scale}){flags}")
             if not res.predictions:
                 print(predictions_to_json(res), end="")
         return 0 if res.predictions else 1
@@ -418,6 +419,10 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except DeamError as exc:
         print(f"deam-mamba {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a file-system fault no check foresaw: still one line naming the file, no traceback
+        print(f"deam-mamba {args.command}: error: {describe_os_error(exc)}", file=sys.stderr)
+        logging.getLogger(__name__).debug("OS error", exc_info=True)
         return 2
     except KeyboardInterrupt:
         print(f"deam-mamba {args.command}: interrupted", file=sys.stderr)

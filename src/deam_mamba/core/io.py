@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from deam_mamba.core.errors import DeamError
+
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
@@ -32,6 +34,19 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+def check_writable_location(path: str | Path, what: str) -> None:
+    """Fail early (before any work) if ``path`` cannot be created: the nearest existing folder above it must be
+    a folder we may write in. ``what`` names the option in the message (e.g. ``"--out"``)."""
+    path = Path(path)
+    parent = path.absolute().parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise DeamError(f"{what} {path}: {parent} is a file, not a folder; choose another path")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise DeamError(f"{what} {path}: permission denied writing in {parent}; choose a location you can write to")
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

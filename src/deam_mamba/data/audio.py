@@ -2,7 +2,8 @@
 
 soundfile (libsndfile) decodes, soxr resamples (HQ, as ``librosa.load`` does), so the
 samples equal ``librosa.load(path, sr=target_sr, mono=True)`` (measured: bench/bench_audio.py,
-tests/test_audio.py). Safe to call from worker processes (no global state). Every failure —
+tests/test_audio.py). Safe to call from worker processes and threads (what C decoders print to stderr is
+captured under a lock, see :func:`_decoder_stderr`). Every failure —
 missing, empty, truncated or corrupt file — is an :class:`~deam_mamba.core.errors.AudioDecodeError`.
 
 Range: samples are nominally in [-1, 1] but are NOT clipped by default: loud MP3s decode (and
@@ -19,8 +20,15 @@ check every call; :func:`mp3_length_problem` (used by ``deam-mamba info --check-
 """
 from __future__ import annotations
 
+import logging
+import os
 import re
+import sys
+import tempfile
+import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +42,44 @@ AUDIO_EXTENSIONS = (".mp3", ".wav", ".flac", ".ogg", ".oga", ".opus", ".aiff", "
 RESAMPLE_QUALITY = "HQ"  # librosa.load's default res_type "soxr_hq"
 _SF_EXTENSIONS = {"." + f.lower() for f in sf.available_formats()} | {".mp3", ".oga", ".opus", ".aif"}
 _WAV_SHORT = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
+
+log = logging.getLogger(__name__)
+_STDERR_LOCK = threading.Lock()  # fd 2 is one per process: one redirection at a time
+
+
+@contextmanager
+def _decoder_stderr(path: Path) -> Iterator[list[str]]:
+    """Capture what C libraries (mpg123 inside libsndfile: "Note: Illegal Audio-MPEG-Header ...") print to
+    file descriptor 2 while decoding ``path``, so it never reaches the user's terminal.
+
+    Yields a list that receives the captured lines; they are logged at debug level naming the file. fd 2
+    is restored whatever happens. Decodes in threads of one process take turns (a lock); processes
+    each have their own fd 2."""
+    lines: list[str] = []
+    with _STDERR_LOCK, tempfile.TemporaryFile() as sink:
+        try:
+            sys.stderr.flush()
+        except (AttributeError, ValueError):  # stderr closed or replaced by an object without flush
+            pass
+        saved = os.dup(2)
+        try:
+            os.dup2(sink.fileno(), 2)
+            yield lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            text = sink.read(65536).decode("utf-8", "replace")
+            lines.extend(ln.strip() for ln in text.splitlines() if ln.strip())
+            if lines:
+                log.debug("%s: the decoder reported %d message(s): %s", path, len(lines), " | ".join(lines[:20]))
+
+
+def _decoder_summary(lines: list[str]) -> str:
+    """A short summary of captured decoder messages for an error reason ("" when none)."""
+    if not lines:
+        return ""
+    return f" (the decoder reported {len(lines)} damaged or unreadable spot(s); -v shows its messages)"
 
 
 def _sf_reason(exc: Exception) -> str:
@@ -55,38 +101,42 @@ HEADER_ESTIMATE_TOLERANCE = 0.02
 HEADER_ESTIMATE_SLACK_FRAMES = 2 * 1152
 
 
-def _check_truncated(f: sf.SoundFile, decoded: int, wanted: int, path: Path) -> None:
+def _check_truncated(fmt: str, frames: int, extra_info: str, decoded: int, wanted: int, samplerate: int,
+                     path: Path) -> None:
     """Raise if the header promised clearly more audio than the file holds (interrupted download/unpack).
 
     A small shortfall (see :data:`HEADER_ESTIMATE_TOLERANCE`) is an estimated header length, not damage:
     the file decodes to what its stream holds.
     """
-    promised = min(wanted, f.frames)
+    promised = min(wanted, frames)
     # only MP3 headers estimate their length; any shortfall of WAV/FLAC/AIFF/OGG is damage
-    slack = HEADER_ESTIMATE_TOLERANCE * promised + HEADER_ESTIMATE_SLACK_FRAMES if f.format == "MP3" else 0
+    slack = HEADER_ESTIMATE_TOLERANCE * promised + HEADER_ESTIMATE_SLACK_FRAMES if fmt == "MP3" else 0
     if promised - decoded > slack:
         raise AudioDecodeError(path, f"truncated: header promises {promised} frames, only {decoded} decoded "
-                                     f"({decoded / max(f.samplerate, 1):.2f} s); re-download the file")
-    log = f.extra_info or ""
-    m = _WAV_SHORT.search(log)
+                                     f"({decoded / max(samplerate, 1):.2f} s); re-download the file")
+    log_text = extra_info or ""
+    m = _WAV_SHORT.search(log_text)
     if m and int(m.group(1)) > int(m.group(2)):
         raise AudioDecodeError(path, f"truncated: data chunk promises {m.group(1)} bytes, file holds {m.group(2)}")
-    if "lacks an end-of-stream" in log:
+    if "lacks an end-of-stream" in log_text:
         raise AudioDecodeError(path, "truncated: the last Ogg page lacks its end-of-stream flag")
 
 
 def _read_soundfile(path: Path, duration: float | None = None) -> tuple[np.ndarray, int]:
     """``([T, C] float32, sr)`` via libsndfile (the first ``duration`` s if given), with truncation checks."""
+    noise: list[str] = []
     try:
-        with sf.SoundFile(str(path)) as f:
+        with _decoder_stderr(path) as noise, sf.SoundFile(str(path)) as f:
             wanted = f.frames if duration is None else min(f.frames, int(np.ceil(duration * f.samplerate)))
             data = f.read(frames=wanted, dtype="float32", always_2d=True)
-            _check_truncated(f, data.shape[0], wanted, path)
-            return data, int(f.samplerate)
-    except AudioDecodeError:
-        raise
+            decoded, rate = data.shape[0], int(f.samplerate)
+            fmt, frames, extra = f.format, f.frames, f.extra_info
+        _check_truncated(fmt, frames, extra, decoded, wanted, rate, path)
+        return data, rate
+    except AudioDecodeError as exc:
+        raise AudioDecodeError(path, exc.reason + _decoder_summary(noise)) from None
     except (sf.LibsndfileError, RuntimeError, ValueError, OSError) as exc:
-        raise AudioDecodeError(path, _sf_reason(exc)) from None
+        raise AudioDecodeError(path, _sf_reason(exc) + _decoder_summary(noise)) from None
 
 
 def _read_fallback(path: Path, duration: float | None = None) -> tuple[np.ndarray, int]:
@@ -157,7 +207,8 @@ def audio_info(path: str | Path) -> tuple[float, int, int]:
     if path.stat().st_size == 0:
         raise AudioDecodeError(path, "file is empty (0 bytes); re-download or remove it")
     try:
-        info = sf.info(str(path))
+        with _decoder_stderr(path):
+            info = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError, ValueError, OSError) as exc:
         raise AudioDecodeError(path, f"cannot read header: {_sf_reason(exc)}") from None
     if info.samplerate <= 0 or info.frames <= 0:

@@ -50,7 +50,7 @@ class WaveDataset(Dataset):
         self.mono = mono
         self.max_seconds = max_seconds
         self.offset = offset
-        requested = list(handler.ids if ids is None else ids)
+        requested = list(handler.ids) if ids is None else song_ids(ids)
         known = set(handler.ids)
         unknown = [int(i) for i in requested if int(i) not in known]
         if unknown:
@@ -83,6 +83,24 @@ class WaveDataset(Dataset):
         if self.num_samples is not None:
             wave = fit_length(wave, self.num_samples, self.offset)
         return torch.from_numpy(wave), self._labels[index].clone()
+
+
+def song_ids(ids: Iterable[int]) -> list[int]:
+    """``ids`` as a list of Python ints; :class:`ConfigError` naming the first value that is not an integer
+    (``4.7``, ``None``, ``"12"``, ``True``). Python and NumPy integers (and integer 0-d arrays/tensors) are fine."""
+    if isinstance(ids, (str, bytes)) or not isinstance(ids, Iterable):
+        raise ConfigError(f"WaveDataset: ids must be a list of integer song ids (or None for all), got {ids!r}")
+    out = []
+    for pos, i in enumerate(ids):
+        if isinstance(i, torch.Tensor) and i.ndim == 0 and not (i.dtype.is_floating_point or i.dtype.is_complex):
+            i = i.item()
+        elif isinstance(i, np.ndarray) and i.ndim == 0:
+            i = i[()]
+        if isinstance(i, (bool, np.bool_)) or not isinstance(i, (int, np.integer)):
+            raise ConfigError(f"WaveDataset: song id {i!r} (position {pos}, type {type(i).__name__}) is not an "
+                              "integer; pass integer DEAM song ids such as 2, 3, 2001")
+        out.append(int(i))
+    return out
 
 
 def fit_length(wave: np.ndarray, n: int, offset: Offset = "start") -> np.ndarray:

@@ -96,12 +96,17 @@ def evaluate_run(run_dir: str | Path, split: str = "test", out_dir: str | Path |
             config.data.kind = kind
         if cache is not None:
             config.data.cache = str(cache)
+    if data is None and config.data.root and not Path(config.data.root).exists():
+        raise ConfigError(f"the run's dataset root {config.data.root} (data.root in {run_dir / 'config.yaml'}) does "
+                          "not exist: was the run or its data moved? Point it at the data with --data ROOT "
+                          "--cache DIR")
     resolved = resolve_run_data(config)
     ids = sorted({i for v in resolved.splits.values() for i in v} | set(resolved.cache.ids)) if split == "all" \
         else resolved.splits.get(split, [])
     data_info = {"data_root": config.data.root, "data_kind": config.data.kind, "cache": config.data.cache}
     predictor = Predictor.for_config(run.model, run.config, run.norm_stats, device=device, batch_size=batch_size,
                                      pool=run.pool)
+    predictor.checkpoint = f"checkpoint {run.weights} (run {run_dir})"  # named if it outputs NaN: fails at song 1
     t0 = time.perf_counter()
     preds = predict_cached_songs(predictor, resolved.cache, ids, progress=progress)
     metrics, table, curves = compute_metrics(run.mode, resolved.cache, preds, bootstrap=bootstrap, seed=seed,

@@ -99,6 +99,8 @@ def _featurise_job(job: tuple[int, str, str]) -> dict[str, Any]:
 
 def _prepare_dir(cache_dir: Path, force: bool) -> None:
     marker = cache_dir / MARKER
+    if cache_dir.exists() and not cache_dir.is_dir():
+        raise CacheError(f"--cache {cache_dir} is a file, not a folder: choose a folder for the feature cache")
     if cache_dir.exists() and any(cache_dir.iterdir()) and not marker.exists() and not force:
         raise OutputExistsError(
             f"{cache_dir} exists, is not empty and is not a deam-mamba feature cache (no {MARKER}); "

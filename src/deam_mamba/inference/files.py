@@ -11,8 +11,9 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from deam_mamba.core.errors import AudioDecodeError, DeamError, OutputExistsError
-from deam_mamba.core.io import atomic_write_text, to_json
+from deam_mamba.core.io import atomic_write_text, check_writable_location, to_json
 from deam_mamba.data.audio import AUDIO_EXTENSIONS
+from deam_mamba.inference.checks import describe
 from deam_mamba.inference.predictor import CURVE_HZ, Predictor, SongPrediction
 
 log = logging.getLogger(__name__)
@@ -34,10 +35,14 @@ def predict_files(predictor: Predictor, paths: Sequence[str | Path], progress: b
     result = PredictionRun(run_dir=predictor.run_dir, mode=predictor.mode, pooling=predictor.pooling)
     for path in tqdm(list(paths), desc="predict", unit="file", disable=not progress):
         try:
-            result.predictions.append(predictor.predict_file(path))
+            pred = predictor.predict_file(path)
         except AudioDecodeError as exc:
             log.warning("skipping %s: %s", path, exc.reason)
             result.skipped.append({"path": str(path), "reason": exc.reason})
+            continue
+        if pred.flags:
+            log.warning("%s: %s (flags: %s)", path, describe(pred.flags), ",".join(pred.flags))
+        result.predictions.append(pred)
     return result
 
 
@@ -82,21 +87,23 @@ def predictions_to_json(result: PredictionRun) -> str:
 
 
 def predictions_to_csv(result: PredictionRun) -> str:
-    """One row per song: file, duration, song valence/arousal, scales, and the 2 Hz curves as
-    ``;``-separated lists (times in s). Skipped files are rows with an empty prediction and a reason."""
+    """One row per song: file, duration, song valence/arousal, scales, ``flags`` (``;``-separated names from
+    :data:`deam_mamba.inference.checks.FLAGS`, empty when none), and the 2 Hz curves as ``;``-separated lists
+    (times in s). Skipped files are rows with an empty prediction and a reason."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["file", "duration_s", "valence", "arousal", "song_scale", "quadrant", "p_valence_positive",
-                "p_arousal_high", "n_chunks", "curve_scale", "curve_times_s", "curve_valence", "curve_arousal",
-                "skipped_reason"])
+                "p_arousal_high", "n_chunks", "flags", "feature_shift_z", "curve_scale", "curve_times_s",
+                "curve_valence", "curve_arousal", "skipped_reason"])
     for p in result.predictions:
         d = p.to_dict()
         w.writerow([d["source"], d["duration_s"], d["valence"], d["arousal"], d["song_scale"], d["quadrant"] or "",
                     _blank(d["p_valence_positive"]), _blank(d["p_arousal_high"]), d["n_chunks"],
-                    d["curve_scale"], ";".join(map(str, d["curve_times_s"])),
+                    ";".join(d["flags"]), _blank(d["feature_shift_z"]), d["curve_scale"],
+                    ";".join(map(str, d["curve_times_s"])),
                     ";".join(map(str, d["curve_valence"])), ";".join(map(str, d["curve_arousal"])), ""])
     for s in result.skipped:
-        w.writerow([s["path"]] + [""] * 12 + [s["reason"]])
+        w.writerow([s["path"]] + [""] * 14 + [s["reason"]])
     return buf.getvalue()
 
 
@@ -113,6 +120,7 @@ def check_output_path(out: str | Path, force: bool = False) -> Path:
         raise DeamError(f"--out {out} is a folder; give a .csv or .json file name")
     if out.exists() and not force:
         raise OutputExistsError(f"{out} already exists; pass --force to overwrite it or choose another --out")
+    check_writable_location(out, "--out")
     return out
 
 

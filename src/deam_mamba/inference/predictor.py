@@ -26,7 +26,7 @@ Scales (never mixed):
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ from deam_mamba.core.scales import DYNAMIC, STATIC, Scale, quadrant_of
 from deam_mamba.data.audio import load_audio
 from deam_mamba.features.chunks import chunk_layout, slice_chunks  # one chunking rule for training and inference
 from deam_mamba.features.logmel import LogMel, NormStats
+from deam_mamba.inference import checks
 from deam_mamba.runs.run import load_run
 
 log = logging.getLogger(__name__)
@@ -79,12 +80,15 @@ class SongPrediction:
     quadrant: int = 0  # Russell quadrant 1..4 (continuous runs: sign around the scale's midpoint)
     p_valence_positive: float | None = None  # quadrant runs: P(valence positive), mean over chunks
     p_arousal_high: float | None = None  # quadrant runs: P(arousal high), mean over chunks
+    flags: list[str] = field(default_factory=list)  # see deam_mamba.inference.checks.FLAGS
+    feature_shift_z: float | None = None  # checks.feature_shift: mean |z| of the bands vs. training statistics
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         for k in ("curve_times_s", "curve_valence", "curve_arousal"):
             d[k] = [round(float(v), 5) for v in np.asarray(d[k])]
-        for k in ("duration_s", "valence", "arousal", "p_valence_positive", "p_arousal_high"):
+        d["flags"] = list(self.flags)
+        for k in ("duration_s", "valence", "arousal", "p_valence_positive", "p_arousal_high", "feature_shift_z"):
             d[k] = None if d[k] is None else round(float(d[k]), 5)
         d["quadrant"] = f"Q{self.quadrant}" if self.quadrant else None
         return d
@@ -137,6 +141,8 @@ class Predictor:
         self.align_frames = max(1, int(round(self.frames_per_second / CURVE_HZ)))  # the 0.5 s grid
         self.logmel = LogMel(feature_config).to(self.device).eval()
         self.run_dir: str | None = None
+        self.checkpoint: str | None = None  # named in errors: "checkpoint PATH (run DIR)"
+        self.check_finite = True  # non-finite outputs raise (training's validation turns this off: NaN scores)
 
     @classmethod
     def from_run(cls, run_dir: str | Path, which: str = "best", device: str = "cpu", batch_size: int = 16,
@@ -146,6 +152,7 @@ class Predictor:
         pred = cls.for_config(run.model, run.config, run.norm_stats, device=device, batch_size=batch_size,
                               pool=run.pool, hop_seconds=hop_seconds)
         pred.run_dir = str(run_dir)
+        pred.checkpoint = f"checkpoint {run.weights} (run {run_dir})"
         return pred
 
     @classmethod
@@ -212,7 +219,9 @@ class Predictor:
                          ) -> SongPrediction:
         """Normalised ``feats [n_mels, F]`` of one song -> :class:`SongPrediction`.
 
-        ``duration_s`` defaults to ``(F - 1) / frames_per_second`` (centred frames)."""
+        ``duration_s`` defaults to ``(F - 1) / frames_per_second`` (centred frames). Non-finite model outputs
+        raise :class:`~deam_mamba.core.errors.CheckpointError`; values off the declared scale are clipped onto it
+        and the prediction flagged (``flags``, rules in :mod:`deam_mamba.inference.checks`)."""
         n_frames = int(feats.shape[-1])
         duration = float(duration_s) if duration_s is not None else max(n_frames - 1, 1) / self.frames_per_second
         starts, valid = chunk_layout(n_frames, self.chunk_frames, self.hop_frames, self.align_frames)
@@ -221,14 +230,25 @@ class Predictor:
             with torch.no_grad():
                 pooled = self.pool(torch.from_numpy(emb).to(self.device)[None])[0]
             song_pool = self.scale.from_unit(pooled.float().cpu().numpy()[0, :2].astype(np.float64))
+            if self.check_finite:
+                checks.check_finite(song_pool, self.checkpoint, source)
         else:
             raw = self.predict_chunks(feats, starts)
+        if self.check_finite:
+            checks.check_finite(raw, self.checkpoint, source)
+        flags: set[str] = set()
         start_s = starts / self.frames_per_second
         grid = np.arange(0.0, max(duration, 1.0 / CURVE_HZ) - 1e-9, 1.0 / CURVE_HZ)
         centres = start_s + np.minimum(valid, self.chunk_frames) / self.frames_per_second / 2.0
         p_val = p_aro = None
         if self.mode == "static":
             va = self.scale.from_unit(np.asarray(raw[:, :2], dtype=np.float64))  # [N, 2] on the labels' scale
+            va, clipped = checks.clip_to_scale(va, self.scale)  # each chunk onto the declared scale
+            if self.pool is not None:
+                song_pool, clipped_pool = checks.clip_to_scale(song_pool, self.scale)
+                clipped = clipped or clipped_pool
+            if clipped:
+                flags.add("clipped")
             song = song_pool if self.pool is not None else va.mean(axis=0)
             curve = np.stack([np.interp(grid, centres, va[:, d]) for d in range(2)], axis=1)
             song_scale = curve_scale = self.scale.name
@@ -244,20 +264,31 @@ class Predictor:
             curve = np.stack([np.interp(grid, centres, axes[:, d]) for d in range(2)], axis=1)
             song_scale = curve_scale = QUADRANT_SCALE
         else:
-            curve = dynamic_curve(raw, start_s, self.chunk_seconds, grid)
+            curve, clipped = checks.clip_to_scale(dynamic_curve(raw, start_s, self.chunk_seconds, grid), DYNAMIC)
+            if clipped:
+                flags.add("clipped")
             song = np.nanmean(curve, axis=0)
             song_scale = curve_scale = DYNAMIC.name
             quadrant = _quadrant(song, DYNAMIC.midpoint)
+        if checks.is_short(duration, self.chunk_seconds):
+            flags.add("short")
+        shift = checks.feature_shift(feats) if self.norm is not None and n_frames > 0 else None
+        if checks.is_out_of_distribution(shift):
+            flags.add("out_of_distribution")
         return SongPrediction(source=source, duration_s=float(duration), valence=float(song[0]),
                               arousal=float(song[1]), song_scale=song_scale, curve_times_s=grid,
                               curve_valence=curve[:, 0], curve_arousal=curve[:, 1], curve_scale=curve_scale,
                               n_chunks=int(len(starts)), pooling=self.pooling, quadrant=quadrant,
-                              p_valence_positive=p_val, p_arousal_high=p_aro)
+                              p_valence_positive=p_val, p_arousal_high=p_aro, flags=checks.ordered(flags),
+                              feature_shift_z=shift)
 
     def predict_wave(self, wave: np.ndarray | torch.Tensor, source: str = "") -> SongPrediction:
         """``wave [C, T]`` float32 in [-1, 1] at ``self.sample_rate`` Hz -> :class:`SongPrediction`."""
         n_samples = int(np.shape(wave)[-1])
-        return self.predict_features(self.features(wave), source=source, duration_s=n_samples / self.sample_rate)
+        pred = self.predict_features(self.features(wave), source=source, duration_s=n_samples / self.sample_rate)
+        if checks.is_silent(wave):
+            pred.flags = checks.ordered([*pred.flags, "silent"])
+        return pred
 
     def predict_file(self, path: str | Path) -> SongPrediction:
         """Decode any mp3/wav/flac/ogg (any rate/channels) and predict; AudioDecodeError if unreadable."""

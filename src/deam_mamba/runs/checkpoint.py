@@ -13,6 +13,7 @@ complete pair. Files no pointer refers to are removed after each save.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import random
@@ -36,6 +37,38 @@ CKPT_DIR = "checkpoints"
 POINTERS = ("last", "best")
 POOL_PREFIX = "pool_"  # pool_stepNNNNNNNN.safetensors belongs to stepNNNNNNNN.safetensors
 POOL_FORMAT = "deam-mamba-pool/1"
+CHECKSUM_KEY = "weights_sha256"  # safetensors metadata: sha256 of the tensors (see tensors_sha256)
+
+
+def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
+    """Hex sha256 over the tensors in sorted name order: for each, its name, dtype, shape and raw bytes.
+
+    Independent of the order safetensors lays tensors out in the file, so it can be computed before
+    saving and again after loading."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+_WARNED_NO_CHECKSUM: set[str] = set()
+
+
+def verify_checksum(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> None:
+    """Compare the tensors loaded from ``path`` with the checksum stored at save time.
+
+    A mismatch raises :class:`CheckpointError` naming the file; files written before checksums existed
+    load with one warning per process."""
+    stored = meta.get(CHECKSUM_KEY)
+    if stored is None:
+        if not _WARNED_NO_CHECKSUM:
+            log.warning("%s has no weights checksum (written by an older deam-mamba): loaded unverified", path)
+        _WARNED_NO_CHECKSUM.add(str(path))
+        return
+    if tensors_sha256(tensors) != stored:
+        raise CheckpointError(f"checkpoint {path} is corrupt (checksum mismatch): re-train or restore it")
 
 
 def _stem(step: int) -> str:
@@ -93,7 +126,7 @@ def save_checkpoint(
     weights, state_file = ckpt / f"{stem}.safetensors", ckpt / f"{stem}.state.pt"
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     with atomic_path(weights) as tmp:
-        save_file(tensors, str(tmp), metadata={**meta, "step": str(step)})
+        save_file(tensors, str(tmp), metadata={**meta, "step": str(step), CHECKSUM_KEY: tensors_sha256(tensors)})
     with atomic_path(state_file) as tmp:
         torch.save(state, tmp)
     pointer = {"step": step, "weights": weights.name, "state": state_file.name}
@@ -157,6 +190,7 @@ def load_weights(model: nn.Module, weights: Path) -> dict[str, str]:
             meta = dict(fh.metadata() or {})
     except Exception as exc:  # safetensors raises its own error types for corrupt files
         raise CheckpointError(f"cannot read weights {weights}: {exc}") from exc
+    verify_checksum(weights, tensors, meta)
     own = model.state_dict()
     missing = [k for k in own if k not in tensors]
     unexpected = [k for k in tensors if k not in own]
@@ -202,7 +236,8 @@ def save_pool(path: Path, pool: AttentionPool, meta: dict[str, Any]) -> None:
     info = {"format": POOL_FORMAT, "dim": pool.dim, "num_outputs": pool.num_outputs, "hidden": pool.hidden, **meta}
     tensors = {k: v.detach().cpu().contiguous() for k, v in pool.state_dict().items()}
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"pool": to_json(info, indent=None)})
+        save_file(tensors, str(tmp), metadata={"pool": to_json(info, indent=None),
+                                               CHECKSUM_KEY: tensors_sha256(tensors)})
 
 
 def load_pool(path: Path) -> tuple[AttentionPool, dict[str, Any]]:
@@ -213,10 +248,15 @@ def load_pool(path: Path) -> tuple[AttentionPool, dict[str, Any]]:
                               "(it fits the head for the best checkpoint), or use --which best")
     try:
         with safe_open(str(path), framework="pt") as fh:
-            info = json.loads((fh.metadata() or {})["pool"])
+            meta = dict(fh.metadata() or {})
+        info = json.loads(meta["pool"])
         tensors = load_file(str(path))
+    except Exception as exc:  # corrupt header
+        raise CheckpointError(f"cannot read attention pooling head {path}: {exc}") from exc
+    verify_checksum(path, tensors, meta)
+    try:
         pool = AttentionPool(info["dim"], info["num_outputs"], hidden=info["hidden"])
         pool.load_state_dict(tensors, strict=True)
-    except Exception as exc:  # corrupt header / wrong tensors
+    except Exception as exc:  # wrong tensors
         raise CheckpointError(f"cannot read attention pooling head {path}: {exc}") from exc
     return pool.eval(), info

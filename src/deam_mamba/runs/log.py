@@ -20,6 +20,7 @@ from typing import Any
 
 from deam_mamba.config import Config, dump_config
 from deam_mamba.core.io import atomic_write_json, atomic_write_text
+from deam_mamba.runs.paths import stored_config
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +69,11 @@ class RunLog:
             meta.setdefault("resumed", []).append({"time_utc": now, "from_step": resume_step, "command": cmd,
                                                    "git_commit": git_commit()})
         else:
+            stored_cfg, run_paths = stored_config(cfg, self.run_dir)  # portable paths (deam_mamba.runs.paths)
             meta = {"start_time_utc": now, "command": cmd, "git_commit": git_commit(), "seed": cfg.train.seed,
-                    "mode": cfg.mode, "versions": library_versions(), **(extra or {})}
-            atomic_write_text(self.run_dir / "config.yaml", dump_config(cfg))
+                    "mode": cfg.mode, "versions": library_versions(), "run_paths": run_paths, **(extra or {})}
+            atomic_write_json(meta_path, meta)  # first: its run_paths say how config.yaml's paths are meant
+            atomic_write_text(self.run_dir / "config.yaml", dump_config(stored_cfg))
         atomic_write_json(meta_path, meta)
         from torch.utils.tensorboard import SummaryWriter  # lazy: TensorBoard only for training
 

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import yaml
 from torch import nn
 
 from deam_mamba.config import Config, FeatureConfig, config_from_dict
@@ -19,14 +18,13 @@ from deam_mamba.core.errors import CheckpointError
 from deam_mamba.features.logmel import NormStats
 from deam_mamba.models.build import build_model
 from deam_mamba.runs.checkpoint import checkpoint_paths, load_pool, load_weights, pool_path
+from deam_mamba.runs.paths import read_run_config_dict
 
 
 def read_run_config(run_dir: str | Path) -> Config:
-    """The resolved config saved in ``RUN_DIR/config.yaml``."""
-    path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
-        raise CheckpointError(f"{path} not found: {run_dir} is not a training run folder")
-    return config_from_dict(yaml.safe_load(path.read_text(encoding="utf-8")))
+    """The resolved config saved in ``RUN_DIR/config.yaml``, its data paths resolved against the run folder
+    (:mod:`deam_mamba.runs.paths`)."""
+    return config_from_dict(read_run_config_dict(run_dir))
 
 
 @dataclass
@@ -51,6 +49,7 @@ class LoadedRun:
     run_dir: Path
     pool: nn.Module | None = None  # fitted AttentionPool when config.model.pooling == "attention"
     pooling: str = "mean"
+    weights: Path | None = None  # the safetensors file the model was loaded from
 
 
 def load_run(run_dir: str | Path, which: str = "best", device: str | torch.device = "cpu") -> LoadedRun:
@@ -82,4 +81,5 @@ def load_run(run_dir: str | Path, which: str = "best", device: str | torch.devic
         run_dir=run_dir,
         pool=pool,
         pooling=cfg.model.pooling,
+        weights=weights,
     )

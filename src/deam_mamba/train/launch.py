@@ -5,11 +5,9 @@ import logging
 import time
 from pathlib import Path
 
-import yaml
-
-from deam_mamba.config import apply_overrides, config_from_dict, dump_config, load_config
+from deam_mamba.config import apply_overrides, config_from_dict, load_config
 from deam_mamba.core.errors import ConfigError
-from deam_mamba.core.io import atomic_write_text
+from deam_mamba.runs.paths import read_run_config_dict, write_run_config
 from deam_mamba.train.loop import TrainResult, train
 
 log = logging.getLogger(__name__)
@@ -29,11 +27,11 @@ def start_training(config: str | Path | None, overrides: list[str], resume: str 
         rd = Path(resume)
         if not (rd / "config.yaml").is_file():
             raise ConfigError(f"--resume {rd}: no config.yaml there (not a run folder written by `deam-mamba train`)")
-        data = yaml.safe_load((rd / "config.yaml").read_text(encoding="utf-8"))
+        data = read_run_config_dict(rd)  # data paths resolved against the run folder
         cfg = config_from_dict(apply_overrides(data, overrides))
         if overrides:
             log.warning("resuming with overrides %s: results may differ from an uninterrupted run", overrides)
-            atomic_write_text(rd / "config.yaml", dump_config(cfg))
+            write_run_config(rd, cfg)
         return train(cfg, rd, resume=True, argv=argv)
     if config is None:
         raise ConfigError("give --config configs/NAME.yaml (or --resume RUN_DIR to continue a run)")

@@ -122,6 +122,7 @@ def validate(cfg: Config, model: nn.Module, cache: FeatureCache, ids: list[int],
     """
     was_training = model.training
     pred = Predictor.for_config(model, cfg, norm, device=device, batch_size=cfg.train.eval_batch_size)
+    pred.check_finite = False  # a diverged model scores NaN here (never chosen as best) instead of raising
     try:
         preds = predict_cached_songs(pred, cache, ids, progress=False)
     finally:
