@@ -91,6 +91,8 @@ def init_model(model: nn.Module, cfg: Config) -> InitReport:
         tensors = load_file(str(weights))
     except Exception as exc:  # corrupt file
         raise CheckpointError(f"model.init: cannot read weights {weights}: {exc}") from None
+    with safe_open(str(weights), framework="pt") as f:
+        ck.verify_checksum(weights, tensors, f.metadata() or {})
     rep = load_backbone_tensors(model, tensors, source=str(weights))
     log.info("model.init=%s (%s): %s", cfg.model.init, weights.name, rep.summary())
     return rep

@@ -21,14 +21,12 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from deam_mamba.config import Config, apply_overrides, config_from_dict, dump_config, load_config
+from deam_mamba.config import Config, apply_overrides, config_from_dict, load_config
 from deam_mamba.core.distributed import DistInfo, ResumableSampler, resolve_device
 from deam_mamba.core.errors import CacheError, ConfigError, DatasetNotFoundError, OutputExistsError
-from deam_mamba.core.io import atomic_write_text
 from deam_mamba.core.seed import seed_everything
 from deam_mamba.data.folders import AudioFolders
 from deam_mamba.features.cache import FeatureCache
@@ -46,6 +44,7 @@ from deam_mamba.models.pretrain import (
 )
 from deam_mamba.runs import checkpoint as ck
 from deam_mamba.runs.log import RunLog
+from deam_mamba.runs.paths import read_run_config_dict, write_run_config
 from deam_mamba.train.loop import LoopState
 from deam_mamba.train.optim import lr_at, make_optimizer, set_lr
 
@@ -313,14 +312,13 @@ def start_pretraining(config: str | Path | None, overrides: list[str], data: lis
         if not (rd / "config.yaml").is_file():
             raise ConfigError(f"--resume {rd}: no config.yaml there (not a run folder written by `deam-mamba "
                               "pretrain`)")
-        cfg = config_from_dict(apply_overrides(yaml.safe_load((rd / "config.yaml").read_text(encoding="utf-8")),
-                                               overrides))
+        cfg = config_from_dict(apply_overrides(read_run_config_dict(rd), overrides))  # paths resolved to the run
         if data:
             cfg.pretrain.data = [str(d) for d in data]
         if overrides or data:
             log.warning("resuming with overrides %s%s: results may differ from an uninterrupted run", overrides,
                         f" and --data {data}" if data else "")
-            atomic_write_text(rd / "config.yaml", dump_config(cfg))
+            write_run_config(rd, cfg)
         return pretrain(cfg, rd, resume=True, argv=argv)
     if out is None:
         raise ConfigError("give --out RUN_DIR (the new run folder), or --resume RUN_DIR")
