@@ -1,0 +1,77 @@
+"""Our Mlp / DropPath / trunc-normal init against timm's as the reference, and a predict path free of timm."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+from deam_mamba.models.layers import DropPath, Mlp, drop_path
+
+timm_layers = pytest.importorskip("timm.layers")
+
+
+def test_mlp_same_keys_and_outputs_as_timm():
+    ours = Mlp(in_features=12, hidden_features=48, act_layer=nn.GELU, drop=0.1)
+    ref = timm_layers.Mlp(in_features=12, hidden_features=48, act_layer=nn.GELU, drop=0.1)
+    assert list(ours.state_dict()) == list(ref.state_dict())  # fc1.weight, fc1.bias, fc2.weight, fc2.bias
+    ours.load_state_dict(ref.state_dict())
+    ours.eval(), ref.eval()
+    x = torch.randn(3, 7, 12, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(ours(x), ref(x), rtol=0, atol=0)
+    ours.train(), ref.train()  # same dropout draws from the same seed
+    torch.manual_seed(5)
+    a = ours(x)
+    torch.manual_seed(5)
+    torch.testing.assert_close(a, ref(x), rtol=0, atol=0)
+
+
+def test_drop_path_eval_identity_and_train_matches_timm():
+    x = torch.randn(64, 5, 6, generator=torch.Generator().manual_seed(1))
+    ours, ref = DropPath(0.3), timm_layers.DropPath(0.3)
+    ours.eval()
+    assert ours(x) is x
+    ours.train(), ref.train()
+    torch.manual_seed(3)
+    a = ours(x)
+    torch.manual_seed(3)
+    torch.testing.assert_close(a, ref(x), rtol=0, atol=0)
+    assert drop_path(x, 0.0, training=True) is x
+
+
+def test_drop_path_drops_whole_samples_with_right_scaling_and_expectation():
+    torch.manual_seed(0)
+    x = torch.ones(20000, 3, 4)
+    y = DropPath(0.25).train()(x)
+    per_sample = y.reshape(len(y), -1)
+    kept = per_sample[:, 0] != 0
+    torch.testing.assert_close(per_sample[kept], torch.full_like(per_sample[kept], 1 / 0.75))  # scaled as a whole
+    assert torch.all(per_sample[~kept] == 0)  # dropped samples zero as a whole
+    assert abs(kept.float().mean().item() - 0.75) < 0.015
+    assert abs(y.mean().item() - 1.0) < 0.02  # expectation unchanged
+
+
+def test_trunc_normal_init_same_distribution_as_timm():
+    """torch's trunc_normal_ (used by MambaVision's init) draws differently from timm's (rejection sampling vs
+    inverse CDF) but from the same distribution: same cut-offs (absolute a, b) and moments."""
+    a, b = torch.empty(400_000), torch.empty(400_000)
+    torch.manual_seed(7)
+    nn.init.trunc_normal_(a, std=1.0, a=-1.5, b=2.0)
+    timm_layers.trunc_normal_(b, std=1.0, a=-1.5, b=2.0)
+    for t in (a, b):
+        assert t.min() >= -1.5 and t.max() <= 2.0
+    assert abs(a.mean() - b.mean()) < 0.01 and abs(a.std() - b.std()) < 0.01
+    assert abs(torch.quantile(a[:100_000], 0.9) - torch.quantile(b[:100_000], 0.9)) < 0.02
+
+
+def test_predict_path_imports_no_heavy_optional_library():
+    """Importing the CLI, building a MambaVision and the predictor pulls in none of timm, torchvision,
+    matplotlib, librosa, sklearn, onnxruntime (they cost seconds of a cold ``predict``)."""
+    code = ("import sys; import deam_mamba.cli, deam_mamba.inference.files, deam_mamba.inference.api, "
+            "deam_mamba.runs.run; from deam_mamba.models import create_model; create_model('mambavision_tiny'); "
+            "bad = [m for m in ('timm', 'torchvision', 'matplotlib', 'librosa', 'sklearn', 'onnxruntime', 'onnx') "
+            "if m in sys.modules]; print(','.join(bad))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", f"imported eagerly: {out.stdout.strip()}"
