@@ -161,7 +161,8 @@ class Predictor:
         return pred
 
     @classmethod
-    def for_config(cls, model: torch.nn.Module | ChunkModel, cfg: Config, norm: NormStats | None, device: str | torch.device,
+    def for_config(cls, model: torch.nn.Module | ChunkModel, cfg: Config, norm: NormStats | None,
+                   device: str | torch.device,
                    batch_size: int, pool: torch.nn.Module | None = None, hop_seconds: float | None = None
                    ) -> Predictor:
         """The predictor of a run of ``cfg``: its features, mode, chunking (the evaluation hop unless
