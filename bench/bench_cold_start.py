@@ -60,9 +60,9 @@ def make_run(run_dir: Path, model: str) -> Path:
     return run_dir
 
 
-def _child(cmd: list[str]) -> tuple[float, float, str]:
-    """``(wall s, peak RSS MiB, stdout)`` of one fresh process."""
-    env = dict(os.environ, PYTHONPATH=str(REPO / "src"), TQDM_DISABLE="1")
+def _child(cmd: list[str], src: Path = REPO / "src") -> tuple[float, float, str, float]:
+    """``(wall s, peak RSS MiB, stdout, CPU s = user + system)`` of one fresh process running the package in ``src``."""
+    env = dict(os.environ, PYTHONPATH=str(src), TQDM_DISABLE="1")
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -70,7 +70,7 @@ def _child(cmd: list[str]) -> tuple[float, float, str]:
     out, err = proc.stdout.read(), proc.stderr.read()
     if os.waitstatus_to_exitcode(status) != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{err}")
-    return wall, usage.ru_maxrss / 1024.0, out  # ru_maxrss: KiB on Linux
+    return wall, usage.ru_maxrss / 1024.0, out, usage.ru_utime + usage.ru_stime  # ru_maxrss: KiB on Linux
 
 
 def main() -> None:
@@ -79,6 +79,9 @@ def main() -> None:
     ap.add_argument("--model", default="mambavision_audio")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", default=str(OUT))
+    ap.add_argument("--baseline-src", default=None, metavar="SRC",
+                    help="also time `predict` with the package in SRC (e.g. a checkout before this change), "
+                         "interleaved with ours")
     a = ap.parse_args()
     sys.path.insert(0, str(REPO / "src"))
     py = sys.executable
@@ -94,9 +97,13 @@ def main() -> None:
             "deam_mamba.cli": [py, "-c", "import deam_mamba.cli"],
             "deam_mamba.cli+predict_stage": [py, "-c", "import deam_mamba.cli, deam_mamba.inference.files"],
         }
-        rows: dict[str, list[tuple[float, float, str]]] = {k: [] for k in ["predict", *imports]}
+        rows: dict[str, list[tuple[float, float, str, float]]] = {k: [] for k in ["predict", *imports]}
+        if a.baseline_src:
+            rows["baseline_predict"] = []
         for _ in range(a.repeats):  # interleaved rounds: a load spike hits every measurement alike
             rows["predict"].append(_child(predict))
+            if a.baseline_src:
+                rows["baseline_predict"].append(_child(predict, Path(a.baseline_src)))
             for k, cmd in imports.items():
                 rows[k].append(_child(cmd))
         heavy = _child([py, "-c", "import sys, deam_mamba.cli, deam_mamba.inference.files, deam_mamba.runs.run; "
@@ -116,9 +123,16 @@ def main() -> None:
         "repeats": a.repeats,
         "predict_wall_s_median": med["predict"],
         "predict_wall_s_all": [round(r[0], 3) for r in rows["predict"]],
+        "predict_cpu_s_median": round(statistics.median(r[3] for r in rows["predict"]), 3),
         "predict_peak_rss_mib": round(max(r[1] for r in rows["predict"]), 1),
+        "import_cpu_s_median": {k: round(statistics.median(r[3] for r in rows[k]), 3) for k in imports},
         "import_wall_s_median": {k: med[k] for k in imports},
         "predict_minus_cli_import_s": round(med["predict"] - med["deam_mamba.cli+predict_stage"], 3),
+        **({"baseline_src": a.baseline_src, "baseline_predict_wall_s_median": med["baseline_predict"],
+            "baseline_predict_cpu_s_median": round(statistics.median(r[3] for r in rows["baseline_predict"]), 3),
+            "baseline_predict_peak_rss_mib": round(max(r[1] for r in rows["baseline_predict"]), 1),
+            "predict_wall_over_baseline": round(med["predict"] / med["baseline_predict"], 3)}
+           if a.baseline_src else {}),
         "heavy_modules_loaded_by_predict_stage": heavy.split(",") if heavy else [],
         "goal_predict_wall_s": 4.0,
         "load_average_1min_start_end": [round(load_start[0], 2), round(load_end[0], 2)],
@@ -136,11 +150,14 @@ def main() -> None:
         f"Model `{cfg.model.name}`, median of {a.repeats} fresh processes, load average (1 min) "
         f"{res['load_average_1min_start_end'][0]} -> {res['load_average_1min_start_end'][1]} on {os.cpu_count()} "
         "CPUs (shared machine).\n\n"
-        "| what | wall s |\n|---|---|\n"
-        f"| `deam-mamba predict RUN song.wav` | {med['predict']} |\n"
-        f"| `import torch` | {med['torch']} |\n"
-        f"| `import deam_mamba.cli` | {med['deam_mamba.cli']} |\n"
-        f"| `import deam_mamba.cli, deam_mamba.inference.files` | {med['deam_mamba.cli+predict_stage']} |\n\n"
+        "| what | wall s | CPU s |\n|---|---|---|\n"
+        f"| `deam-mamba predict RUN song.wav` | {med['predict']} | {res['predict_cpu_s_median']} |\n"
+        + (f"| same, package from {a.baseline_src} | {med['baseline_predict']} | "
+           f"{res['baseline_predict_cpu_s_median']} |\n" if a.baseline_src else "")
+        + f"| `import torch` | {med['torch']} | {res['import_cpu_s_median']['torch']} |\n"
+        f"| `import deam_mamba.cli` | {med['deam_mamba.cli']} | {res['import_cpu_s_median']['deam_mamba.cli']} |\n"
+        f"| `import deam_mamba.cli, deam_mamba.inference.files` | {med['deam_mamba.cli+predict_stage']} | "
+        f"{res['import_cpu_s_median']['deam_mamba.cli+predict_stage']} |\n\n"
         f"Peak RSS of predict: {res['predict_peak_rss_mib']} MiB. Heavy optional modules loaded on the predict "
         f"path: {res['heavy_modules_loaded_by_predict_stage'] or 'none'}. Goal: < 4 s wall "
         "(issue 14 measured 10.8 s before timm/torchvision left the path).\n")

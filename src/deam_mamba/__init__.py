@@ -10,7 +10,8 @@ an earlier one (``python scripts/import_graph.py`` checks it, and ``tests/test_l
 ``features/``     log-mel, the feature cache, chunking, a run's splits over the cache
 ``models/``       selective scan (ref | fast | cuda), MambaVision, heads, registry, pretrained, build
 ``runs/``         the run folder: checkpoints and pools, ``load_run``, the run log
-``inference/``    the predictor (audio -> song values + 2 Hz curve), files in, CSV/JSON out
+``inference/``    the predictor (audio -> song values + 2 Hz curve), files in, CSV/JSON out, the Python API,
+                  embeddings (.npz), ONNX export and its ONNX Runtime chunk model
 ``evaluation/``   metrics, song-level scoring (one path), ``evaluate``, reports, baselines
 ``train/``        the loop, losses, optimiser / EMA / schedule, attention-pool fit, launch
 ``experiments/``  several stages at once: ``compare`` models side by side
