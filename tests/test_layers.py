@@ -1,9 +1,11 @@
-"""Our Mlp / DropPath / trunc-normal init against timm's as the reference, and a predict path free of timm."""
+"""Our Mlp / DropPath / trunc-normal init against timm's, our mel filters against librosa's (the references),
+and a predict path free of heavy optional libraries."""
 from __future__ import annotations
 
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -67,11 +69,30 @@ def test_trunc_normal_init_same_distribution_as_timm():
 
 
 def test_predict_path_imports_no_heavy_optional_library():
-    """Importing the CLI, building a MambaVision and the predictor pulls in none of timm, torchvision,
-    matplotlib, librosa, sklearn, onnxruntime (they cost seconds of a cold ``predict``)."""
+    """Importing the CLI and the predict stage, building a MambaVision and the log-mel pulls in none of timm,
+    torchvision, matplotlib, librosa, scipy, sklearn, onnxruntime (they cost seconds of a cold ``predict``)."""
     code = ("import sys; import deam_mamba.cli, deam_mamba.inference.files, deam_mamba.inference.api, "
             "deam_mamba.runs.run; from deam_mamba.models import create_model; create_model('mambavision_tiny'); "
-            "bad = [m for m in ('timm', 'torchvision', 'matplotlib', 'librosa', 'sklearn', 'onnxruntime', 'onnx') "
+            "from deam_mamba.features.logmel import LogMel; LogMel(); "
+            "bad = [m for m in ('timm', 'torchvision', 'matplotlib', 'librosa', 'sklearn', 'scipy', 'onnxruntime', "
+            "'onnx') "
             "if m in sys.modules]; print(','.join(bad))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "", f"imported eagerly: {out.stdout.strip()}"
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(n_mels=64, fmax=None), dict(n_mels=96, fmin=30.0, fmax=7000.0),
+                                dict(sample_rate=22050, n_fft=2048, hop_length=512, n_mels=128, fmax=None)])
+def test_mel_filters_equal_librosa(kw):
+    librosa = pytest.importorskip("librosa")
+    from deam_mamba.config import FeatureConfig
+    from deam_mamba.features.logmel import hz_to_mel, mel_filters, mel_to_hz
+
+    cfg = FeatureConfig(**kw)
+    ref = librosa.filters.mel(sr=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels, fmin=cfg.fmin, fmax=cfg.fmax)
+    ours = mel_filters(cfg)
+    assert ours.shape == ref.shape and ours.dtype == np.float32
+    np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-9)
+    f = np.array([0.0, 500.0, 1000.0, 3000.0, 8000.0])
+    np.testing.assert_allclose(hz_to_mel(f), librosa.hz_to_mel(f), rtol=1e-12)
+    np.testing.assert_allclose(mel_to_hz(hz_to_mel(f)), f, rtol=1e-12, atol=1e-9)
