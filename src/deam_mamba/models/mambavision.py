@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from deam_mamba.models.blocks import MambaVisionLayer, MambaVisionMixer, PatchEmbed
+from deam_mamba.models.layers import trunc_normal_
 from deam_mamba.models.scan import resolve_backend
 
 
@@ -65,7 +66,7 @@ class MambaVision(nn.Module):
     def _init_weights(m: nn.Module) -> None:
         """As official: truncated-normal linears (all of them, dt_proj included), unit norms."""
         if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=0.02)  # cut at +-2 (absolute), as timm's
+            trunc_normal_(m.weight, std=0.02)  # cut at +-2 (absolute), as timm's
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, (nn.LayerNorm, nn.BatchNorm2d)):
