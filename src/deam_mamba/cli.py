@@ -97,6 +97,11 @@ def _cmd_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--hop-seconds", type=float, default=None, help="chunk hop (default: the run's eval hop)")
     p.add_argument("--which", default="best", choices=["best", "last"])
     p.add_argument("--device", default="cpu")
+    p.add_argument("--backend", default="torch", choices=["torch", "onnx"],
+                   help="run the network in PyTorch or in ONNX Runtime (CPU; needs `deam-mamba export` first)")
+    p.add_argument("--onnx", default=None, metavar="MODEL.onnx",
+                   help="with --backend onnx: the exported file (default RUN_DIR/model.onnx; its checkpoint "
+                        "replaces --which)")
 
     def run(a: argparse.Namespace) -> int:
         from deam_mamba.inference.files import check_output_path, predict_paths, predictions_to_json, write_predictions
@@ -105,8 +110,10 @@ def _cmd_predict(sub: argparse._SubParsersAction) -> None:
             raise ConfigError(f"--hop-seconds must be > 0, got {a.hop_seconds}")
         if a.out:
             check_output_path(a.out, force=a.force)  # fail before any work
+        if a.onnx and a.backend != "onnx":
+            raise ConfigError("--onnx needs --backend onnx")
         res = predict_paths(a.run_dir, a.audio, which=a.which, device=a.device, batch_size=a.batch_size,
-                            hop_seconds=a.hop_seconds)
+                            hop_seconds=a.hop_seconds, backend=a.backend, onnx=a.onnx)
         for s in res.skipped:
             print(f"deam-mamba predict: skipped {s['path']}: {s['reason']}", file=sys.stderr)
         if a.out:
@@ -310,6 +317,71 @@ def _cmd_pretrain(sub: argparse._SubParsersAction) -> None:
 # --- end pretrain ---------------------------------------------------------------------------------
 
 
+# --- issue 14: embed, export (ONNX) ---------------------------------------------------------
+
+
+def _cmd_embed(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("embed", help="per-song and per-chunk embeddings (forward_features) of audio, as .npz",
+                       description="Write the backbone's pooled features of every chunk of every file, their "
+                                   "start times and the per-song means to a .npz (keys: files, song, chunks, "
+                                   "chunk_file, chunk_start_s, chunk_seconds, run_dir, skipped_files, "
+                                   "skipped_reasons). Unreadable files are reported and skipped; the exit code is "
+                                   "non-zero only if nothing could be embedded.")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("audio", metavar="AUDIO", nargs="+", help="audio files or folders")
+    p.add_argument("--out", required=True, metavar="FILE.npz", help="output file")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --out file")
+    p.add_argument("--batch-size", type=int, default=16, help="chunks per forward pass")
+    p.add_argument("--hop-seconds", type=float, default=None, help="chunk hop (default: the run's eval hop)")
+    p.add_argument("--which", default="best", choices=["best", "last"])
+    p.add_argument("--device", default="cpu")
+
+    def run(a: argparse.Namespace) -> int:
+        from deam_mamba.inference.embed import check_npz_path, embed_paths, write_embeddings
+
+        if a.hop_seconds is not None and not a.hop_seconds > 0:
+            raise ConfigError(f"--hop-seconds must be > 0, got {a.hop_seconds}")
+        check_npz_path(a.out, force=a.force)  # fail before any work
+        res = embed_paths(a.run_dir, a.audio, which=a.which, device=a.device, batch_size=a.batch_size,
+                          hop_seconds=a.hop_seconds)
+        for s in res.skipped:
+            print(f"deam-mamba embed: skipped {s['path']}: {s['reason']}", file=sys.stderr)
+        if not res.embeddings:
+            print("deam-mamba embed: nothing could be embedded; no file written", file=sys.stderr)
+            return 1
+        write_embeddings(res, a.out, force=a.force)
+        n_chunks = sum(len(e.chunks) for e in res.embeddings)
+        print(f"{len(res.embeddings)} song(s), {n_chunks} chunk(s) of {res.chunk_seconds:g} s, "
+              f"dim {res.embeddings[0].dim}, {len(res.skipped)} skipped -> {a.out}")
+        return 0
+
+    p.set_defaults(func=run)
+
+
+def _cmd_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="export a run's network to ONNX (for predict --backend onnx)",
+                       description="Write the network of RUN_DIR as ONNX: normalised log-mel chunks [B, 1, n_mels, "
+                                   "frames] (dynamic batch, frames fixed by the run) -> raw outputs and embeddings. "
+                                   "The run config digest, normalisation and mode are stored in the file's "
+                                   "metadata; use it with `deam-mamba predict RUN_DIR --backend onnx --onnx FILE`.")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--onnx", required=True, metavar="MODEL.onnx", help="output file")
+    p.add_argument("--which", default="best", choices=["best", "last"])
+    p.add_argument("--force", action="store_true", help="overwrite an existing file")
+
+    def run(a: argparse.Namespace) -> int:
+        from deam_mamba.inference.export import export_onnx
+
+        info = export_onnx(a.run_dir, a.onnx, which=a.which, force=a.force)
+        print(f"exported {info['model_name']} ({info['mode']}, {info['which']} checkpoint, step {info['step']}; "
+              f"chunks [B, 1, {info['n_mels']}, {info['chunk_frames']}]) -> {info['path']}")
+        return 0
+
+    p.set_defaults(func=run)
+
+
+# --- end of issue 14 block -----------------------------------------------------------------
+
 # (each helper adds its _cmd_* function above this line)
 
 def _cmd_crossval(sub: argparse._SubParsersAction) -> None:
@@ -385,6 +457,8 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _cmd_crossval,
     _cmd_serve,  # issue 14 (serve)
     _cmd_pretrain,
+    _cmd_embed,  # issue 14
+    _cmd_export,  # issue 14
 ]
 
 

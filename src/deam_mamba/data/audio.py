@@ -35,7 +35,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from deam_mamba.core.errors import AudioDecodeError
+from deam_mamba.core.errors import AudioDecodeError, DeamError
 
 # .opus: Ogg Opus (libsndfile >= 1.0.29; warzone2100-music ships its soundtrack so)
 AUDIO_EXTENSIONS = (".mp3", ".wav", ".flac", ".ogg", ".oga", ".opus", ".aiff", ".aif")
@@ -281,3 +281,34 @@ def mp3_length_problem(path: str | Path, header_frames: int) -> str | None:
         return (f"libsndfile (and librosa) would decode only {header_frames} of the {stream} frames "
                 f"(a VBR MP3 without a Xing/Info header); re-encode the file to read all of it")
     return None
+
+
+def wave_from_array(audio, sr: int | None, target_sr: int, mono: bool = True) -> np.ndarray:
+    """An in-memory signal -> ``[C, T]`` float32 at ``target_sr`` Hz (the rate and resampler of :func:`load_audio`).
+
+    ``audio``: ``[T]`` (mono) or ``[C, T]`` float samples in [-1, 1] at ``sr`` Hz (a numpy array or a tensor);
+    ``sr`` is required (an array carries no rate). ``mono=True`` averages the channels (C = 1). Raises
+    :class:`DeamError` for a missing rate, a wrong shape, an empty signal or NaN/Inf samples.
+    """
+    if sr is None:
+        raise DeamError("an audio array needs its sample rate: pass sr=<Hz> (e.g. sr=44100)")
+    if not (isinstance(sr, (int, np.integer, float)) and sr > 0 and float(sr) == int(sr)):
+        raise DeamError(f"sample rate must be a positive whole number of Hz, got {sr!r}")
+    if hasattr(audio, "detach"):  # a torch tensor (torch is not imported here)
+        audio = audio.detach().cpu().numpy()
+    data = np.asarray(audio, dtype=np.float32)
+    if data.ndim == 1:
+        data = data[None]
+    if data.ndim != 2:
+        raise DeamError(f"audio array must be [T] or [C, T], got shape {tuple(data.shape)}")
+    if data.shape[0] > 16 and data.shape[1] <= 16:
+        raise DeamError(f"audio array of shape {tuple(data.shape)} looks like [T, C]; pass it as [C, T] (array.T)")
+    if data.shape[1] == 0:
+        raise DeamError("audio array is empty (0 samples)")
+    if not np.isfinite(data).all():
+        raise DeamError("audio array contains NaN or Inf samples")
+    if mono and data.shape[0] > 1:
+        data = _channel_mean(np.ascontiguousarray(data.T)).T  # as load_audio averages a file's channels
+    if int(sr) != int(target_sr):
+        data = soxr.resample(np.ascontiguousarray(data.T), int(sr), int(target_sr), quality=RESAMPLE_QUALITY).T
+    return np.ascontiguousarray(data, dtype=np.float32)

@@ -2,7 +2,7 @@
 
 ``LogMel`` computes exactly what ``librosa.feature.melspectrogram`` followed by
 ``librosa.power_to_db(ref=1.0, amin=1e-10, top_db=...)`` computes (Hann window, centred
-frames, Slaney mel filters from ``librosa.filters.mel``), to within ~1e-4 dB.
+frames, Slaney mel filters equal to ``librosa.filters.mel``'s), to within ~1e-4 dB.
 
 Speed on CPU: a whole-clip ``torch.stft`` writes a ~18 MB complex spectrogram per 45 s clip and
 is memory-bound (and a batch of clips at once is worse). ``LogMel`` instead walks each clip in
@@ -30,19 +30,43 @@ from torch import nn
 from deam_mamba.config.schema import FeatureConfig
 from deam_mamba.core.errors import ConfigError
 
+_SLANEY_HZ_PER_MEL = 200.0 / 3.0  # the Slaney (Auditory Toolbox) mel scale: linear below 1 kHz ...
+_SLANEY_BREAK_HZ = 1000.0
+_SLANEY_LOG_STEP = math.log(6.4) / 27.0  # ... logarithmic above it (27 mels per factor 6.4)
+
+
+def hz_to_mel(f: np.ndarray | float) -> np.ndarray:
+    """Frequencies in Hz -> Slaney mels (librosa's default ``htk=False`` scale), float64."""
+    f = np.asarray(f, dtype=np.float64)
+    brk = _SLANEY_BREAK_HZ / _SLANEY_HZ_PER_MEL
+    return np.where(f >= _SLANEY_BREAK_HZ,
+                    brk + np.log(np.maximum(f, _SLANEY_BREAK_HZ) / _SLANEY_BREAK_HZ) / _SLANEY_LOG_STEP,
+                    f / _SLANEY_HZ_PER_MEL)
+
+
+def mel_to_hz(m: np.ndarray | float) -> np.ndarray:
+    """Inverse of :func:`hz_to_mel`."""
+    m = np.asarray(m, dtype=np.float64)
+    brk = _SLANEY_BREAK_HZ / _SLANEY_HZ_PER_MEL
+    return np.where(m >= brk, _SLANEY_BREAK_HZ * np.exp(_SLANEY_LOG_STEP * (m - brk)), m * _SLANEY_HZ_PER_MEL)
+
 
 @functools.lru_cache(maxsize=16)
 def mel_filters(cfg: FeatureConfig) -> np.ndarray:
-    """Slaney mel filterbank ``[n_mels, n_fft // 2 + 1]`` float32 (read-only) from ``librosa.filters.mel``.
-
-    Cached per config: importing librosa's filters costs seconds once per process, so
-    ``build_cache`` calls this before forking its workers.
-    """
-    import librosa  # lazy: heavy to import; its mel filters are computed once per config
-
-    fb = librosa.filters.mel(
-        sr=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels, fmin=cfg.fmin, fmax=cfg.fmax
-    ).astype(np.float32)
+    """Slaney mel filterbank ``[n_mels, n_fft // 2 + 1]`` float32 (read-only): triangles between ``n_mels + 2``
+    points equally spaced in mels from ``fmin`` to ``fmax`` (default ``sr / 2``), each scaled by
+    ``2 / (upper - lower edge in Hz)`` (equal area). The numbers of ``librosa.filters.mel`` (defaults), built in
+    numpy here because importing librosa's filters (and scipy.signal through them) cost seconds of every
+    cold ``predict``; ``tests/test_layers.py`` checks them against librosa's."""
+    fmax = float(cfg.fmax) if cfg.fmax is not None else cfg.sample_rate / 2.0
+    bins = np.linspace(0.0, cfg.sample_rate / 2.0, 1 + cfg.n_fft // 2)  # FFT bin centre frequencies
+    edges = mel_to_hz(np.linspace(hz_to_mel(cfg.fmin), hz_to_mel(fmax), cfg.n_mels + 2))
+    widths = np.diff(edges)
+    ramps = edges[:, None] - bins[None, :]
+    rising = -ramps[:-2] / widths[:-1, None]
+    falling = ramps[2:] / widths[1:, None]
+    fb = np.maximum(0.0, np.minimum(rising, falling)) * (2.0 / (edges[2:] - edges[:-2]))[:, None]
+    fb = fb.astype(np.float32)
     fb.flags.writeable = False
     return fb
 

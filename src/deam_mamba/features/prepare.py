@@ -244,7 +244,7 @@ def build_cache(
             save()
 
     n_workers = (os.cpu_count() or 1) if workers is None else int(workers)
-    mel_filters(cfg)  # import librosa's filters once here, not once per forked worker
+    mel_filters(cfg)  # the filters once here (cached), not once per forked worker
     save()
 
     bar = tqdm(total=len(jobs), desc=f"prepare {cfg.key()}", unit="song", disable=not progress)

@@ -14,6 +14,7 @@ from deam_mamba.core.errors import AudioDecodeError, DeamError, OutputExistsErro
 from deam_mamba.core.io import atomic_write_text, check_writable_location, to_json
 from deam_mamba.data.audio import AUDIO_EXTENSIONS
 from deam_mamba.inference.checks import describe
+from deam_mamba.inference.export import onnx_predictor
 from deam_mamba.inference.predictor import CURVE_HZ, Predictor, SongPrediction
 
 log = logging.getLogger(__name__)
@@ -134,13 +135,24 @@ def write_predictions(result: PredictionRun, out: str | Path, force: bool = Fals
 
 
 def predict_paths(run_dir: str | Path, inputs: Sequence[str | Path], which: str = "best", device: str = "cpu",
-                  batch_size: int = 16, hop_seconds: float | None = None, progress: bool = True) -> PredictionRun:
-    """The ``predict`` command's library call: load the run, expand the inputs, predict every file."""
+                  batch_size: int = 16, hop_seconds: float | None = None, progress: bool = True,
+                  backend: str = "torch", onnx: str | Path | None = None) -> PredictionRun:
+    """The ``predict`` command's library call: load the run, expand the inputs, predict every file.
+
+    ``backend="onnx"``: the network runs in ONNX Runtime from ``onnx`` (default ``RUN_DIR/model.onnx``, written
+    by ``deam-mamba export``); features, chunking and pooling are the same code."""
     files, missing = collect_audio_files(inputs)
     for m in missing:
         log.warning("skipping %s: %s", m["path"], m["reason"])
-    predictor = Predictor.from_run(run_dir, which=which, device=device, batch_size=batch_size,
-                                   hop_seconds=hop_seconds)
+    if backend == "onnx":
+        if device != "cpu":
+            raise DeamError("--backend onnx runs on the CPU; leave out --device")
+        predictor = onnx_predictor(run_dir, onnx, batch_size=batch_size, hop_seconds=hop_seconds)
+    elif backend == "torch":
+        predictor = Predictor.from_run(run_dir, which=which, device=device, batch_size=batch_size,
+                                       hop_seconds=hop_seconds)
+    else:
+        raise DeamError(f"unknown backend {backend!r}: expected 'torch' or 'onnx'")
     result = predict_files(predictor, files, progress=progress)
     result.skipped = missing + result.skipped
     return result

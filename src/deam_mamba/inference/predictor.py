@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -97,6 +97,17 @@ class SongPrediction:
 # --- the predictor -------------------------------------------------------------------------
 
 
+class ChunkModel(Protocol):
+    """What the predictor needs of a model besides a torch module: ``model(chunks [B, 1, n_mels, frames]) ->
+    outputs [B, O]`` (a tensor), and for embeddings or attention pooling ``embed_and_predict(chunks) ->
+    (embeddings [B, D], outputs [B, O])``."""
+
+    def __call__(self, chunks: torch.Tensor) -> torch.Tensor: ...
+
+    def embed_and_predict(self, chunks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+
 class Predictor:
     """Wraps a trained model with its feature pipeline; see the module docstring for the scales.
 
@@ -107,8 +118,8 @@ class Predictor:
     the chunk embeddings ``model.forward_features``; ``None`` = mean pooling.
     """
 
-    def __init__(self, model: torch.nn.Module, feature_config: FeatureConfig, norm: NormStats | None = None,
-                 mode: str = "static",
+    def __init__(self, model: torch.nn.Module | ChunkModel, feature_config: FeatureConfig,
+                 norm: NormStats | None = None, mode: str = "static",
                  chunk_seconds: float = 5.0, hop_seconds: float | None = None, device: str | torch.device = "cpu",
                  batch_size: int = 16, pool: torch.nn.Module | None = None, scale: Scale = STATIC,
                  quadrant_head: str = "axes"):
@@ -121,7 +132,8 @@ class Predictor:
         if batch_size < 1:
             raise DeamError(f"--batch-size must be >= 1, got {batch_size}")
         self.device = torch.device(device)
-        self.model = model.to(self.device).eval()
+        # a torch module, or any ChunkModel (e.g. the ONNX Runtime session of inference/export.py)
+        self.model = model.to(self.device).eval() if isinstance(model, torch.nn.Module) else model
         if pool is not None and mode != "static":
             raise DeamError("attention pooling is for static runs; dynamic runs pool their 2 Hz curves")
         self.pool = pool.to(self.device).eval() if pool is not None else None
@@ -156,7 +168,8 @@ class Predictor:
         return pred
 
     @classmethod
-    def for_config(cls, model: torch.nn.Module, cfg: Config, norm: NormStats | None, device: str | torch.device,
+    def for_config(cls, model: torch.nn.Module | ChunkModel, cfg: Config, norm: NormStats | None,
+                   device: str | torch.device,
                    batch_size: int, pool: torch.nn.Module | None = None, hop_seconds: float | None = None
                    ) -> Predictor:
         """The predictor of a run of ``cfg``: its features, mode, chunking (the evaluation hop unless
@@ -189,10 +202,22 @@ class Predictor:
         embs, outs = [], []
         for i in range(0, len(starts), self.batch_size):
             xb = slice_chunks(feats, starts[i:i + self.batch_size], self.chunk_frames).to(self.device, torch.float32)
-            f = self.model.forward_features(xb).float()
-            embs.append(f.cpu())
-            outs.append(self.model.forward_head(f).float().reshape(xb.shape[0], -1).cpu())
+            if hasattr(self.model, "embed_and_predict"):  # one pass for both (ChunkModel)
+                f, out = self.model.embed_and_predict(xb)
+            else:
+                f = self.model.forward_features(xb).float()
+                out = self.model.forward_head(f)
+            embs.append(f.float().cpu())
+            outs.append(out.float().reshape(xb.shape[0], -1).cpu())
         return torch.cat(embs).numpy(), torch.cat(outs).double().numpy()
+
+    def embed_wave(self, wave: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """``wave [C, T]`` float32 at ``self.sample_rate`` Hz -> ``(chunk embeddings [N, D] float32, chunk start
+        times [N] in s)`` over the evaluation chunking (the chunks :meth:`predict_wave` averages)."""
+        feats = self.features(wave)
+        starts = chunk_layout(int(feats.shape[-1]), self.chunk_frames, self.hop_frames, self.align_frames)[0]
+        emb, _ = self.chunk_embeddings(feats, starts)
+        return emb, np.asarray(starts, dtype=np.float64) / self.frames_per_second
 
     def features(self, wave: np.ndarray | torch.Tensor) -> torch.Tensor:
         """``wave [C, T]`` (or ``[T]``) float32 at the run's rate -> normalised log-mel ``[n_mels, F]``."""

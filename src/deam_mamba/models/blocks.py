@@ -9,9 +9,9 @@ import math
 
 import torch
 import torch.nn.functional as F
-from timm.layers import DropPath, Mlp
 from torch import Tensor, nn
 
+from deam_mamba.models.layers import DropPath, Mlp
 from deam_mamba.models.scan import resolve_backend, selective_scan_fn
 
 

@@ -8,10 +8,10 @@ doubles the channels between stages. Any ``H, W`` works (stages pad to the windo
 from __future__ import annotations
 
 import torch
-from timm.layers import trunc_normal_
 from torch import Tensor, nn
 
 from deam_mamba.models.blocks import MambaVisionLayer, MambaVisionMixer, PatchEmbed
+from deam_mamba.models.layers import trunc_normal_
 from deam_mamba.models.scan import resolve_backend
 
 
@@ -66,7 +66,7 @@ class MambaVision(nn.Module):
     def _init_weights(m: nn.Module) -> None:
         """As official: truncated-normal linears (all of them, dt_proj included), unit norms."""
         if isinstance(m, nn.Linear):
-            trunc_normal_(m.weight, std=0.02)
+            trunc_normal_(m.weight, std=0.02)  # cut at +-2 (absolute), as timm's
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, (nn.LayerNorm, nn.BatchNorm2d)):
