@@ -141,6 +141,7 @@ def test_upload_through_the_page_shows_the_apis_figures(server, tmp_path):
                            for p in card.find_elements(By.CSS_SELECTOR, "svg.curve polyline.curve_valence"))
             assert n_points == len(d["curve_valence"])
             assert len(card.find_elements(By.CSS_SELECTOR, "svg.plane circle.point")) == 1
+            assert len(card.find_elements(By.CSS_SELECTOR, ".flag")) == len(d["flags"])  # one warning per flag
         # side by side: one plane with a point per song, a table row per song and per refused file
         assert len(driver.find_elements(By.CSS_SELECTOR, "#cmp-plane circle.point")) == 2
         rows = driver.find_elements(By.CSS_SELECTOR, "#cmp-table tbody tr")
