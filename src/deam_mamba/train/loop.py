@@ -164,6 +164,13 @@ class LoopState:
     def from_dict(cls, d: dict[str, Any]) -> LoopState:
         return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d})
 
+    def count_step(self, loss: float) -> None:
+        """One optimiser step done with training ``loss``: advance the counters and the epoch's loss sum."""
+        self.step += 1
+        self.batch_in_epoch += 1
+        self.loss_sum += loss
+        self.loss_n += 1
+
     def best_row(self) -> dict[str, float]:
         """The history row of the ``best`` checkpoint ({} before any validation)."""
         return next((dict(r) for r in self.history if r["step"] == self.best_step), {})
@@ -283,10 +290,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, argv: list[str] | None, inf
             if ema is not None:
                 ema.update_parameters(model)
             lv = float(loss.detach())
-            st.step += 1
-            st.batch_in_epoch += 1
-            st.loss_sum += lv
-            st.loss_n += 1
+            st.count_step(lv)
             bar.set_postfix(loss=f"{lv:.4f}", lr=f"{lr:.2e}")
             if st.step % max(1, t.log_every_steps) == 0:
                 runlog.scalars({"train/loss": lv, "train/lr": lr}, st.step)

@@ -266,10 +266,7 @@ def pretrain(cfg: Config, run_dir: str | Path, resume: bool = False, argv: list[
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
             opt.step()
             lv = float(loss.detach())
-            st.step += 1
-            st.batch_in_epoch += 1
-            st.loss_sum += lv
-            st.loss_n += 1
+            st.count_step(lv)
             bar.set_postfix(loss=f"{lv:.4f}", lr=f"{lr:.2e}")
             if st.step % max(1, t.log_every_steps) == 0:
                 parts.update(loss=lv, lr=lr)
