@@ -89,6 +89,24 @@ def test_static_run_cannot_train_on_quadrant_only_data(q4, tmp_path):
         train(cfg, tmp_path / "run")
 
 
+def test_monitor_picks_best_by_the_named_metric(q4, tmp_path):
+    from deam_mamba.config import load_config
+    from deam_mamba.train.loop import train
+
+    over = _overrides(q4, tmp_path / "cache") + ["data.split=random", "train.epochs=3", "train.patience=0"]
+    train(load_config(TINY_CONFIG, over + ["train.monitor=val_f1_macro_quadrant"]), tmp_path / "run")
+    hist = json.loads((tmp_path / "run" / "checkpoints" / "best.json").read_text())
+    rows = list(csv.DictReader((tmp_path / "run" / "log.csv").open()))
+    f1 = [float(r["val_f1_macro_quadrant"]) for r in rows if r.get("val_f1_macro_quadrant")]
+    steps = [int(float(r["step"])) for r in rows if r.get("val_f1_macro_quadrant")]
+    assert len(f1) == 3
+    assert hist["step"] == steps[int(np.argmax(f1))]  # the first epoch with the highest F1, not the highest AUC
+    with pytest.raises(ConfigError, match="higher is better"):
+        train(load_config(TINY_CONFIG, over + ["train.monitor=val_rmse_valence"]), tmp_path / "run2")
+    with pytest.raises(ConfigError, match="not a validation metric"):
+        train(load_config(TINY_CONFIG, over + ["train.monitor=val_nothing"]), tmp_path / "run3")
+
+
 @pytest.mark.slow
 def test_static_run_is_scored_on_quadrant_data(q4, synth_corpus, tmp_path_factory, tmp_path):
     run_dir = tiny_run(tmp_path_factory, synth_corpus)

@@ -272,6 +272,9 @@ class TrainConfig:
     log_every_steps: int = 10
     max_steps: int | None = None  # stop after this many optimiser steps (tests, smoke runs)
     threads: int | None = None  # torch.set_num_threads on CPU (None = leave as is)
+    # early-stopping / best-checkpoint metric: a per-epoch validation metric where higher is better (e.g.
+    # val_f1_macro_quadrant); None = the mode's default (evaluation.scoring.target_metric)
+    monitor: str | None = None
     progress: bool = True  # tqdm progress bars
 
 

@@ -138,6 +138,20 @@ def _autocast(device: torch.device, bf16: bool):
 # --- the loop -------------------------------------------------------------------------------
 
 
+def _lower_is_better(name: str) -> bool:
+    return any(w in name for w in ("rmse", "mae", "loss", "songs"))
+
+
+def monitored_metric(cfg: Config) -> str:
+    """The validation metric that picks ``best`` and drives early stopping: ``train.monitor`` or the mode's
+    default (:func:`deam_mamba.evaluation.scoring.target_metric`); always one where higher is better."""
+    name = cfg.train.monitor or target_metric(cfg.mode, cfg.label_scale())
+    if _lower_is_better(name):
+        raise ConfigError(f"train.monitor={name}: early stopping needs a metric where higher is better (a CCC, "
+                          "AUC, F1 or accuracy), not an error, a loss or a count")
+    return name
+
+
 @dataclass
 class LoopState:
     """Where the loop is: saved in every checkpoint's state, so a resumed run continues exactly.
@@ -257,7 +271,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, argv: list[str] | None, inf
                     extra={"world_size": info.world_size, "splits": splits, "steps_per_epoch": steps_per_epoch})
     net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
         if info.enabled else model
-    metric_name = target_metric(cfg.mode, cfg.label_scale())
+    metric_name = monitored_metric(cfg)
     last_metrics: dict[str, float] = dict(st.history[-1]) if st.history else {}
 
     def save(best_metrics: dict[str, float] | None) -> None:
@@ -302,6 +316,9 @@ def _train(cfg: Config, run_dir: Path, resume: bool, argv: list[str] | None, inf
         # end of epoch (or of max_steps): validate, early-stop bookkeeping, checkpoint, log
         sync_buffers(info, eval_model)  # the validated model: with EMA its BatchNorm statistics are averaged per rank
         metrics = validate(cfg, eval_model, cache, splits["val"], norm, device)
+        if metric_name not in metrics:
+            raise ConfigError(f"train.monitor={metric_name}: not a validation metric of this {cfg.mode} run; choose "
+                              f"one of {', '.join(m for m in sorted(metrics) if not _lower_is_better(m))}")
         score = metrics[metric_name]
         improved = math.isfinite(score) and (st.best is None or score > st.best + t.min_delta)  # never on NaN
         improved = broadcast_flag(info, improved)  # every rank takes rank 0's decision
