@@ -190,6 +190,16 @@ class LoopState:
         return next((dict(r) for r in self.history if r["step"] == self.best_step), {})
 
 
+def restore_loop(opt: torch.optim.Optimizer, saved: dict[str, Any], run_dir: Path) -> LoopState:
+    """Resume from a saved training state (``runs.checkpoint.load_state``): the optimiser, the RNG streams and
+    the loop position (training and pretraining)."""
+    opt.load_state_dict(saved["optimizer"])
+    st = LoopState.from_dict(saved["loop"])
+    ck.set_rng_state(saved["rng"])
+    log.info("resumed %s at step %d (epoch %d, batch %d)", run_dir, st.step, st.epoch, st.batch_in_epoch)
+    return st
+
+
 @dataclass
 class TrainResult:
     """What :func:`train` returns: where the run is and how it ended."""
@@ -261,10 +271,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, argv: list[str] | None, inf
                                   "config (no ema_decay override)")
             model.load_state_dict(saved["raw_model"])
             ema.n_averaged.fill_(int(saved["ema_n_averaged"]))
-        opt.load_state_dict(saved["optimizer"])
-        st = LoopState.from_dict(saved["loop"])
-        ck.set_rng_state(saved["rng"])
-        log.info("resumed %s at step %d (epoch %d, batch %d)", run_dir, st.step, st.epoch, st.batch_in_epoch)
+        st = restore_loop(opt, saved, run_dir)
     elif resume:
         log.info("no checkpoint in %s yet: starting the run from the beginning", run_dir)
     runlog = RunLog(run_dir, cfg, info.is_main, resume_step=st.step if resume else None, argv=argv,

@@ -45,7 +45,7 @@ from deam_mamba.models.pretrain import (
 from deam_mamba.runs import checkpoint as ck
 from deam_mamba.runs.log import RunLog
 from deam_mamba.runs.paths import read_run_config_dict, write_run_config
-from deam_mamba.train.loop import LoopState
+from deam_mamba.train.loop import LoopState, restore_loop
 from deam_mamba.train.optim import lr_at, make_optimizer, set_lr
 
 log = logging.getLogger(__name__)
@@ -226,10 +226,7 @@ def pretrain(cfg: Config, run_dir: str | Path, resume: bool = False, argv: list[
         weights, state_file, _ = ck.checkpoint_paths(run_dir, "last")
         ck.load_weights(model, weights)
         saved = ck.load_state(state_file)
-        opt.load_state_dict(saved["optimizer"])
-        st = LoopState.from_dict(saved["loop"])
-        ck.set_rng_state(saved["rng"])
-        log.info("resumed %s at step %d (epoch %d, batch %d)", run_dir, st.step, st.epoch, st.batch_in_epoch)
+        st = restore_loop(opt, saved, run_dir)
     elif resume:
         log.info("no checkpoint in %s yet: starting the run from the beginning", run_dir)
     runlog = RunLog(run_dir, cfg, True, resume_step=st.step if resume else None, argv=argv,
