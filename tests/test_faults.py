@@ -373,3 +373,19 @@ def test_wave_dataset_refuses_ids_that_are_not_integers(synth_corpus):
     ok = WaveDataset(handler, [np.int64(first), np.int32(first), torch.tensor(first), np.array(first), first])
     assert ok.ids == [first] * 5 and all(type(i) is int for i in ok.ids)
     assert song_ids(np.array([first, first + 1])) == [first, first + 1]
+
+
+class _Foreign:  # any class torch's weights_only loader refuses
+    def __init__(self) -> None:
+        self.x = 1
+
+
+def test_foreign_state_pickle_is_refused_without_unsafe_advice(tmp_path):
+    from deam_mamba.runs.checkpoint import load_state
+
+    path = tmp_path / "step00000001.state.pt"
+    torch.save({"loop": _Foreign()}, path)
+    with pytest.raises(CheckpointError) as err:
+        load_state(path)
+    msg = str(err.value)
+    assert str(path) in msg and "weights_only" not in msg and "\n" not in msg

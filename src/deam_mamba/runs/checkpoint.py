@@ -208,8 +208,11 @@ def load_state(state: Path) -> dict[str, Any]:
     """The resume state written by :func:`save_checkpoint`."""
     try:
         return torch.load(state, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a truncated/corrupt pickle raises several error types
-        raise CheckpointError(f"cannot read training state {state}: {exc}") from exc
+    except Exception as exc:  # a truncated/corrupt/foreign pickle raises several error types
+        # torch's own message advises weights_only=False, i.e. running the file's code: never pass that on
+        raise CheckpointError(f"cannot read training state {state} ({type(exc).__name__}): it is damaged or was not "
+                              "written by deam-mamba, and it is never unpickled as code; resume from an intact run "
+                              "or start a new one") from None
 
 
 def checkpoint_meta(cfg: Config, norm_stats: Any | None) -> dict[str, str]:
