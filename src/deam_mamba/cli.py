@@ -337,11 +337,12 @@ def _cmd_embed(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu")
 
     def run(a: argparse.Namespace) -> int:
-        from deam_mamba.inference.embed import check_npz_path, embed_paths, write_embeddings
+        from deam_mamba.inference.embed import NPZ, embed_paths, write_embeddings
+        from deam_mamba.inference.files import check_output_path
 
         if a.hop_seconds is not None and not a.hop_seconds > 0:
             raise ConfigError(f"--hop-seconds must be > 0, got {a.hop_seconds}")
-        check_npz_path(a.out, force=a.force)  # fail before any work
+        check_output_path(a.out, force=a.force, formats=NPZ)  # fail before any work
         res = embed_paths(a.run_dir, a.audio, which=a.which, device=a.device, batch_size=a.batch_size,
                           hop_seconds=a.hop_seconds)
         for s in res.skipped:

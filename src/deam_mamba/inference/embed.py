@@ -17,13 +17,14 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from deam_mamba.core.errors import AudioDecodeError, DeamError, OutputExistsError
+from deam_mamba.core.errors import AudioDecodeError
 from deam_mamba.core.io import atomic_write_bytes
-from deam_mamba.inference.api import Embedding, EmotionModel
-from deam_mamba.inference.files import collect_audio_files
-from deam_mamba.inference.predictor import Predictor
+from deam_mamba.inference.api import Embedding, load
+from deam_mamba.inference.files import check_output_path, collect_audio_files
 
 log = logging.getLogger(__name__)
+
+NPZ = (".npz",)  # the one output format of `embed`
 
 
 @dataclass
@@ -36,26 +37,13 @@ class EmbeddingRun:
     chunk_seconds: float = 0.0
 
 
-def check_npz_path(out: str | Path, force: bool = False) -> Path:
-    """Validate ``--out`` before any work: a ``.npz`` file name, not existing unless ``force``."""
-    out = Path(out)
-    if out.suffix.lower() != ".npz":
-        raise DeamError(f"--out {out}: embeddings are written as .npz; give a file name ending in .npz")
-    if out.is_dir():
-        raise DeamError(f"--out {out} is a folder; give a .npz file name")
-    if out.exists() and not force:
-        raise OutputExistsError(f"{out} already exists; pass --force to overwrite it or choose another --out")
-    return out
-
-
 def embed_paths(run_dir: str | Path, inputs: Sequence[str | Path], which: str = "best", device: str = "cpu",
                 batch_size: int = 16, hop_seconds: float | None = None, progress: bool = True) -> EmbeddingRun:
     """Load the run, expand the inputs (files and folders), embed every readable file."""
     files, missing = collect_audio_files(inputs)
     for m in missing:
         log.warning("skipping %s: %s", m["path"], m["reason"])
-    model = EmotionModel(Predictor.from_run(run_dir, which=which, device=device, batch_size=batch_size,
-                                            hop_seconds=hop_seconds))
+    model = load(run_dir, which=which, device=device, batch_size=batch_size, hop_seconds=hop_seconds)
     result = EmbeddingRun(run_dir=str(run_dir), chunk_seconds=model.chunk_seconds, skipped=list(missing))
     for path in tqdm(files, desc="embed", unit="file", disable=not progress):
         try:
@@ -68,7 +56,7 @@ def embed_paths(run_dir: str | Path, inputs: Sequence[str | Path], which: str = 
 
 def write_embeddings(result: EmbeddingRun, out: str | Path, force: bool = False) -> Path:
     """Write the ``.npz`` described in the module docstring atomically."""
-    out = check_npz_path(out, force)
+    out = check_output_path(out, force, NPZ)
     embs = result.embeddings
     dim = embs[0].dim if embs else 0
     buf = io.BytesIO()

@@ -133,8 +133,8 @@ class OnnxChunkModel:
         return torch.from_numpy(emb), torch.from_numpy(out)
 
     def __call__(self, chunks: torch.Tensor) -> torch.Tensor:
-        x = np.ascontiguousarray(chunks.detach().cpu().numpy(), dtype=np.float32)
-        return torch.from_numpy(self.session.run([OUTPUTS], {INPUT: x})[0])
+        """``chunks`` -> ``outputs [B, O]`` (the graph computes the embeddings on the way in any case)."""
+        return self.embed_and_predict(chunks)[1]
 
 
 def onnx_predictor(run_dir: str | Path, onnx_path: str | Path | None = None, batch_size: int = 16,

@@ -112,13 +112,15 @@ def _blank(x: float | None) -> str | float:
     return "" if x is None else x
 
 
-def check_output_path(out: str | Path, force: bool = False) -> Path:
-    """Validate an output file name before any work: ``.csv``/``.json`` suffix, not existing unless ``force``."""
+def check_output_path(out: str | Path, force: bool = False, formats: tuple[str, ...] = (".csv", ".json")) -> Path:
+    """Validate an ``--out`` file name before any work: one of ``formats`` (suffixes), not a folder, not existing
+    unless ``force``, in a place we may write (``predict``: .csv/.json; ``embed``: .npz)."""
     out = Path(out)
-    if out.suffix.lower() not in (".json", ".csv"):
-        raise DeamError(f"--out {out}: unknown output format {out.suffix!r}; use a .csv or .json file name")
+    names = " or ".join(formats)
+    if out.suffix.lower() not in formats:
+        raise DeamError(f"--out {out}: unknown output format {out.suffix!r}; use a {names} file name")
     if out.is_dir():
-        raise DeamError(f"--out {out} is a folder; give a .csv or .json file name")
+        raise DeamError(f"--out {out} is a folder; give a {names} file name")
     if out.exists() and not force:
         raise OutputExistsError(f"{out} already exists; pass --force to overwrite it or choose another --out")
     check_writable_location(out, "--out")
