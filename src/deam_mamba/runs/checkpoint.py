@@ -182,15 +182,22 @@ def checkpoint_paths(run_dir: str | Path, which: str = "last") -> tuple[Path, Pa
     return weights, state, p
 
 
-def load_weights(model: nn.Module, weights: Path) -> dict[str, str]:
-    """Load safetensors ``weights`` into ``model`` (strict); returns the stored metadata."""
+def read_weights(path: Path, what: str = "weights") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """``(tensors, metadata)`` of a safetensors file, its checksum verified (:func:`verify_checksum`);
+    :class:`CheckpointError` naming ``what`` and the file if it cannot be read."""
     try:
-        tensors = load_file(str(weights))
-        with safe_open(str(weights), framework="pt") as fh:
+        tensors = load_file(str(path))
+        with safe_open(str(path), framework="pt") as fh:
             meta = dict(fh.metadata() or {})
     except Exception as exc:  # safetensors raises its own error types for corrupt files
-        raise CheckpointError(f"cannot read weights {weights}: {exc}") from exc
-    verify_checksum(weights, tensors, meta)
+        raise CheckpointError(f"cannot read {what} {path}: {exc}") from None
+    verify_checksum(path, tensors, meta)
+    return tensors, meta
+
+
+def load_weights(model: nn.Module, weights: Path) -> dict[str, str]:
+    """Load safetensors ``weights`` into ``model`` (strict); returns the stored metadata."""
+    tensors, meta = read_weights(weights)
     own = model.state_dict()
     missing = [k for k in own if k not in tensors]
     unexpected = [k for k in tensors if k not in own]
@@ -249,15 +256,9 @@ def load_pool(path: Path) -> tuple[AttentionPool, dict[str, Any]]:
         raise CheckpointError(f"attention pooling head {path} is missing: the run's config says "
                               "model.pooling=attention; finish training with `deam-mamba train --resume RUN_DIR` "
                               "(it fits the head for the best checkpoint), or use --which best")
+    tensors, meta = read_weights(path, "attention pooling head")
     try:
-        with safe_open(str(path), framework="pt") as fh:
-            meta = dict(fh.metadata() or {})
         info = json.loads(meta["pool"])
-        tensors = load_file(str(path))
-    except Exception as exc:  # corrupt header
-        raise CheckpointError(f"cannot read attention pooling head {path}: {exc}") from exc
-    verify_checksum(path, tensors, meta)
-    try:
         pool = AttentionPool(info["dim"], info["num_outputs"], hidden=info["hidden"])
         pool.load_state_dict(tensors, strict=True)
     except Exception as exc:  # wrong tensors

@@ -14,7 +14,6 @@ from typing import Any
 
 import yaml
 from safetensors import safe_open
-from safetensors.torch import load_file
 from torch import nn
 
 from deam_mamba.config import Config, config_from_dict
@@ -87,12 +86,7 @@ def init_model(model: nn.Module, cfg: Config) -> InitReport:
     """Load ``cfg.model.init`` into ``model`` (backbone tensors only); logs how many were loaded/skipped."""
     weights, recorded = resolve_init(cfg.model.init)
     check_architecture(cfg, recorded, Path(cfg.model.init))
-    try:
-        tensors = load_file(str(weights))
-    except Exception as exc:  # corrupt file
-        raise CheckpointError(f"model.init: cannot read weights {weights}: {exc}") from None
-    with safe_open(str(weights), framework="pt") as f:
-        ck.verify_checksum(weights, tensors, f.metadata() or {})
+    tensors, _ = ck.read_weights(weights, "model.init weights")
     rep = load_backbone_tensors(model, tensors, source=str(weights))
     log.info("model.init=%s (%s): %s", cfg.model.init, weights.name, rep.summary())
     return rep
