@@ -185,6 +185,12 @@ class LoopState:
         self.loss_sum += loss
         self.loss_n += 1
 
+    def next_epoch(self) -> None:
+        """The epoch is over: count it and start the next one's batch counter and loss sum at zero."""
+        self.epoch += 1
+        self.batch_in_epoch = 0
+        self.loss_sum, self.loss_n = 0.0, 0
+
     def best_row(self) -> dict[str, float]:
         """The history row of the ``best`` checkpoint ({} before any validation)."""
         return next((dict(r) for r in self.history if r["step"] == self.best_step), {})
@@ -341,9 +347,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, argv: list[str] | None, inf
             st.bad_epochs = 0
         else:
             st.bad_epochs += 1
-        st.epoch += 1
-        st.batch_in_epoch = 0
-        st.loss_sum, st.loss_n = 0.0, 0
+        st.next_epoch()
         if broadcast_flag(info, bool(t.patience and st.bad_epochs >= t.patience)):
             st.stopped_early = True
             log.info("early stop: %s has not improved for %d epochs", metric_name, t.patience)

@@ -256,7 +256,8 @@ def pretrain(cfg: Config, run_dir: str | Path, resume: bool = False, argv: list[
             mask_gen = torch.Generator().manual_seed(t.seed * 1_000_003 + st.step)  # resumable masks
             loss, parts = step_loss(model, batch, cfg, device, mask_gen)
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"pretraining loss is {float(loss)} at step {st.step}: lower optim.lr")
+                raise ConfigError(f"pretraining loss is {float(loss)} at step {st.step} of {run_dir}: the run "
+                                  "diverged; lower optim.lr and resume from the last checkpoint (--resume)")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.optim.grad_clip:
@@ -282,9 +283,7 @@ def pretrain(cfg: Config, run_dir: str | Path, resume: bool = False, argv: list[
         improved = st.best is None or -mean_loss > st.best  # LoopState keeps "higher is better"
         if improved:
             st.best, st.best_step = -mean_loss, st.step
-        st.epoch += 1
-        st.batch_in_epoch = 0
-        st.loss_sum, st.loss_n = 0.0, 0
+        st.next_epoch()
         save(dict(row) if improved else None)
         runlog.epoch(row, st.history)
         log.info("pretrain epoch %d step %d: loss %.4f%s", row["epoch"], row["step"], mean_loss,
