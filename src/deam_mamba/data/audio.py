@@ -96,7 +96,11 @@ def _sf_reason(exc: Exception) -> str:
 # frames than its stream holds (measured: all 726 MP3s under ../shared/real/4q fall short by 0.468-0.469 %;
 # asc-music 6 412 934 promised, 6 407 424 decoded = 0.086 %). A file really cut short (an interrupted
 # download) misses a large share. So a shortfall up to 2 % of the promise plus 2 MP3 frames (encoder
-# delay/padding) is an estimated header, and anything more is truncation. Other formats get no slack.
+# delay/padding) is an estimated header, and anything more is truncation. Ogg streams get the same slack:
+# libsndfile takes their length from the last page's granule position, which can overstate the decodable
+# samples (measured: Debian wesnoth-1.16-music northerners.ogg promises 9 135 516 frames and decodes 9 129 710,
+# 0.064 %, with a proper end-of-stream page), while a cut Ogg file is caught by its missing end-of-stream flag
+# below. WAV/FLAC/AIFF headers state exact lengths and get no slack.
 HEADER_ESTIMATE_TOLERANCE = 0.02
 HEADER_ESTIMATE_SLACK_FRAMES = 2 * 1152
 
@@ -109,8 +113,8 @@ def _check_truncated(fmt: str, frames: int, extra_info: str, decoded: int, wante
     the file decodes to what its stream holds.
     """
     promised = min(wanted, frames)
-    # only MP3 headers estimate their length; any shortfall of WAV/FLAC/AIFF/OGG is damage
-    slack = HEADER_ESTIMATE_TOLERANCE * promised + HEADER_ESTIMATE_SLACK_FRAMES if fmt == "MP3" else 0
+    # MP3 and Ogg lengths are estimates; any shortfall of WAV/FLAC/AIFF is damage
+    slack = HEADER_ESTIMATE_TOLERANCE * promised + HEADER_ESTIMATE_SLACK_FRAMES if fmt in ("MP3", "OGG") else 0
     if promised - decoded > slack:
         raise AudioDecodeError(path, f"truncated: header promises {promised} frames, only {decoded} decoded "
                                      f"({decoded / max(samplerate, 1):.2f} s); re-download the file")
