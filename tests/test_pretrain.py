@@ -285,3 +285,21 @@ def test_audio_folder_ids_are_stable(tmp_path: Path) -> None:
     assert first.label_kind == "none" and first.audio_path(path_id(audio / "song0.wav")) == audio / "song0.wav"
     with pytest.raises(DatasetNotFoundError):
         AudioFolders([])
+
+
+def test_reused_cache_names_the_files_it_leaves_out(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A file that could not be decoded when the corpus cache was built stays out of later runs on that cache;
+    each run says so (count, cache and skipped.csv) instead of dropping it silently."""
+    from deam_mamba.train.pretrain import open_corpus
+
+    audio = _write_wavs(tmp_path / "audio", n=2, seconds=1.0)
+    (audio / "broken.wav").write_bytes(b"RIFF\0\0\0\0WAVEjunk")
+    cfg = load_config(REPO / "configs/pretrain.yaml", [*TINY, f"data.cache={tmp_path / 'cache'}"])
+    cfg.pretrain.data = [str(audio)]
+    _, cache = open_corpus(cfg, progress=False)
+    assert len(cache.ids) == 2 and len(cache.skipped) == 1
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="deam_mamba.train.pretrain"):
+        open_corpus(cfg, progress=False)  # reused, not rebuilt
+    assert any("1 of 3 audio files are left out" in r.getMessage() and "skipped.csv" in r.getMessage()
+               for r in caplog.records)

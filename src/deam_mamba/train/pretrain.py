@@ -123,6 +123,10 @@ def open_corpus(cfg: Config, progress: bool = True) -> tuple[AudioFolders, Featu
         log.info("preparing feature cache %s for %d audio files (%s)", cache_dir, len(corpus), reason)
         build_cache(corpus, cache_dir, cfg.features, workers=cfg.data.prepare_workers, progress=progress)
         cache = FeatureCache(cache_dir, cfg.features)
+    elif cache.skipped:  # a reused cache: its skipped files are left out of this run too -- say so every time
+        log.warning("%d of %d audio files are left out: they could not be decoded when %s was built (listed with "
+                    "the reasons in %s); fix or remove them and delete that cache to retry", len(cache.skipped),
+                    len(corpus), cache_dir, cache.root / "skipped.csv")
     return corpus, cache
 
 
