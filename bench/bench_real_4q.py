@@ -36,6 +36,12 @@ Systems (one row per system and protocol):
                           (``evaluate_run(RUN, split="all", data=root, kind="4q", cache=--feature-cache)``): its
                           all-clip metrics with bootstrap CIs and, from its predictions, its metrics on each fold's
                           test songs, so it lines up with the other rows. It never saw 4Q in training.
+  --fuse NAME=DIR         late fusion of a finished crossval (DIR, as --crossval) with the svm: on each fold the
+                          SVM's C/gamma come from the same inner grid search, then one RBF SVC with Platt
+                          probabilities is fitted on the fold's training songs; its quadrant probabilities give
+                          axis probabilities (P(valence+) = P(Q1) + P(Q4), P(arousal+) = P(Q1) + P(Q2)), averaged
+                          with equal weights with the run's axis probabilities from ``predictions.csv``; the
+                          quadrant is the side of 0.5 on each axis. No weight is tuned, nothing sees test labels.
   --train-deep a,b        trains each model through ``run_crossval(--deep-config, [data.root, data.cache,
                           model.name=X, model.kwargs={}, *--deep-overrides], out_dir=--work/cv_X, folds=--folds)``
                           (artist protocol, seed --seed), then adds it like ``--crossval X=--work/cv_X``. SLOW on CPU
@@ -81,6 +87,7 @@ from sklearn.linear_model import RidgeClassifierCV  # noqa: E402
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold  # noqa: E402
 from sklearn.pipeline import Pipeline  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
+from sklearn.svm import SVC  # noqa: E402
 
 from deam_mamba.core.io import atomic_write_json, atomic_write_text  # noqa: E402
 from deam_mamba.core.scales import parse_quadrant  # noqa: E402
@@ -311,6 +318,43 @@ def run_ridge(d: FoldData) -> FoldOutput:
     v, a = axis_scores(dec, model.classes_)
     return FoldOutput(model.predict(X[d.test_idx]).astype(np.int64), v, a,
                       {"best_params": {"alpha": float(model.named_steps["ridge"].alpha_)}})
+
+
+def quadrant_from_axes(p_valence: np.ndarray, p_arousal: np.ndarray) -> np.ndarray:
+    """Axis probabilities ``[M]`` -> quadrant 1..4 (Q1 v+a+, Q2 v-a+, Q3 v-a-, Q4 v+a-), each axis split at 0.5."""
+    v, a = np.asarray(p_valence) > 0.5, np.asarray(p_arousal) > 0.5
+    return np.where(a, np.where(v, 1, 2), np.where(v, 4, 3)).astype(np.int64)
+
+
+def fusion_model(cv_dir: Path, songs: Songs) -> Model:
+    """Late fusion of a crossval run's out-of-fold axis probabilities with a Platt-scaled handcrafted SVM."""
+    def run(d: FoldData) -> FoldOutput:
+        X, y = d.features["handcrafted"], d.quadrants
+        grid = fit_predict_svm(X[d.train_idx], y[d.train_idx], d.inner_groups, X[d.test_idx], seed=d.seed,
+                               inner_folds=INNER_FOLDS)
+        svc = SVC(kernel="rbf", class_weight="balanced", probability=True, random_state=d.seed,
+                  C=grid.best_params["C"], gamma=grid.best_params["gamma"])
+        model = Pipeline([("scale", StandardScaler()), ("svc", svc)]).fit(X[d.train_idx], y[d.train_idx])
+        proba = model.predict_proba(X[d.test_idx])
+        col = {int(c): j for j, c in enumerate(model.classes_)}
+        pv_svm = proba[:, col[1]] + proba[:, col[4]]
+        pa_svm = proba[:, col[1]] + proba[:, col[2]]
+        run_preds: dict[int, tuple[int, int, float, float]] = {}
+        for f in sorted(cv_dir.glob("fold*/eval/predictions.csv")):
+            run_preds.update(_read_predictions(f))
+        test_ids = songs.ids[d.test_idx]
+        missing = [int(i) for i in test_ids if int(i) not in run_preds]
+        if missing:
+            raise FileNotFoundError(f"{cv_dir}: no out-of-fold prediction for {len(missing)} test song(s) "
+                                    f"(e.g. {missing[:3]}): finish its crossval first")
+        mv = np.array([run_preds[int(i)][2:] for i in test_ids])
+        if mv.min() < 0.0 or mv.max() > 1.0:
+            raise ValueError(f"{cv_dir}: its axis scores are not probabilities in [0, 1]; fusion needs a quadrant "
+                             "(mode=quadrant, axes) run")
+        pv, pa = 0.5 * (pv_svm + mv[:, 0]), 0.5 * (pa_svm + mv[:, 1])
+        return FoldOutput(quadrant_from_axes(pv, pa), pv, pa, {"best_params": grid.best_params})
+    return Model(("handcrafted",), run, f"late fusion: mean of the axis probabilities of crossval run {cv_dir} and "
+                 "of a Platt-scaled handcrafted RBF SVM (C/gamma from the svm's inner grid); equal weights")
 
 
 MODELS: dict[str, Model] = {
@@ -621,6 +665,8 @@ def main() -> int:
     ap.add_argument("--limit", type=int, default=0, help="smoke run: only the first N clips (by id) of each quadrant")
     ap.add_argument("--crossval", action="append", default=[], metavar="NAME=DIR",
                     help="add a finished deam-mamba crossval output folder as system NAME (repeatable)")
+    ap.add_argument("--fuse", action="append", default=[], metavar="NAME=DIR",
+                    help="late fusion of a finished quadrant crossval folder with the handcrafted SVM (repeatable)")
     ap.add_argument("--zero-shot", action="append", default=[], metavar="NAME=RUN_DIR",
                     help="score a trained run on all clips, never trained on 4Q (repeatable)")
     ap.add_argument("--zero-shot-force", action="store_true", help="re-evaluate zero-shot runs already evaluated")
@@ -644,7 +690,8 @@ def main() -> int:
     crossvals = _pairs(args.crossval, "--crossval", ap)
     zero_shots = _pairs(args.zero_shot, "--zero-shot", ap)
     deep = [m.strip() for m in args.train_deep.split(",") if m.strip()]
-    if not (names or crossvals or zero_shots or deep):
+    fusions = _pairs(args.fuse, "--fuse", ap)
+    if not (names or crossvals or zero_shots or deep or fusions):
         ap.error("nothing to do: give --models, --crossval, --zero-shot or --train-deep")
     root, work = args.root.resolve(), args.work.resolve()
     feature_cache = (args.feature_cache or work / "cache_4q").resolve()
@@ -671,8 +718,10 @@ def main() -> int:
     refused: dict[str, Any] = {}
     dropped: dict[str, str] = {}
     feats: dict[str, dict[str, Any]] = {}
+    systems = {**MODELS, **{n: fusion_model(d, songs) for n, d in fusions}}
+    names += [n for n, _ in fusions]
     if names:
-        needed = sorted({f for m in names for f in MODELS[m].needs})
+        needed = sorted({f for m in names for f in systems[m].needs})
         feats = {f: load_features(f, songs, work, args.workers) for f in needed}
         dropped = {s: f"{f}: {r}" for f in needed for s, r in feats[f]["failures"].items()}
         if dropped:
@@ -680,7 +729,7 @@ def main() -> int:
                   flush=True)
         keep = np.array([s not in dropped for s in songs.names])
         for name in names:
-            model = MODELS[name]
+            model = systems[name]
             entry: dict[str, Any] = {"description": model.description, "features": {
                 f: {"description": FEATURE_SETS[f].description, "dim": int(feats[f]["X"].shape[1]),
                     "extract_s": feats[f]["seconds"], "from_cache": feats[f]["cached"]} for f in model.needs}}
