@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.deps-installed
 DEMO_DIR ?= demo_out
 
-.PHONY: install browser test test-fast lint demo bench clean-demo pretrain-corpus
+.PHONY: install browser test test-fast lint demo bench clean-demo pretrain-corpus musicnn
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -46,6 +46,12 @@ bench: $(STAMP)
 CORPUS_DIR ?= pretrain_corpus
 pretrain-corpus: $(STAMP)
 	PYTHON=$(abspath $(PY)) bash scripts/fetch_debian_music.sh $(CORPUS_DIR)
+
+# Optional, one-time: the MusiCNN teacher (a separate .teacher-venv with TensorFlow converts the official musicnn
+# weights to safetensors and checks the PyTorch port against TensorFlow); not part of test or demo
+MUSICNN_DIR ?=
+musicnn: $(STAMP)
+	PYTHON=$(PYTHON) CHECK_PYTHON=$(abspath $(PY)) bash scripts/setup_musicnn.sh $(MUSICNN_DIR)
 
 clean-demo:
 	rm -rf $(DEMO_DIR)

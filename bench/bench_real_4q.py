@@ -27,6 +27,10 @@ Systems (one row per system and protocol):
            over time + 8 global descriptors, ``deam_mamba.baselines.mel_statistics``, 264 values) -> StandardScaler
            -> RidgeClassifierCV (alpha by inner folds, macro-F1, class_weight balanced); axis scores from its
            per-class decision values.
+  musicnn  MusiCNN (MSD) teacher embeddings (``deam_mamba.models.musicnn``, weights from the optional ``make musicnn``,
+           path ``--musicnn-weights``): the clip resampled to 16 kHz, musicnn log-mel patches of 3 s (no overlap),
+           per patch the 200-d penultimate layer and the 50 tag probabilities; per clip their mean and std over
+           patches (500 values) -> the svm recipe above (StandardScaler -> RBF SVC, C/gamma on inner folds).
   --crossval NAME=DIR     a finished ``deam-mamba crossval`` (``DIR/crossval.json``, ``DIR/fold<i>/eval/metrics.json``
                           and ``predictions.csv``, train seconds from ``fold<i>/train_summary.json``). Each fold's
                           test ids (``fold<i>/meta.json`` ``splits.test``) must equal the bench's, else the run is
@@ -54,7 +58,8 @@ score scales of the k fold models). Features are cached as .npz in ``--work`` (g
 block is flagged). Machine info and load average are recorded. A markdown table is printed and written beside
 ``--out`` (``.md``).
 
-    .venv/bin/python bench/bench_real_4q.py [--models svm,ridge] [--folds 5] [--random-10fold] [--workers 1]
+    .venv/bin/python bench/bench_real_4q.py [--models svm,ridge[,musicnn]] [--folds 5] [--random-10fold] [--workers 1]
+        [--musicnn-weights FILE]
         [--crossval mv=/work/runs/cv_4q_mv] [--zero-shot demo=/tmp/demo/out/run]
         [--train-deep resnet18,efficientnet_b0 --deep-overrides train.device=cuda]   # GPU machine only
 """
@@ -219,6 +224,35 @@ def logmel_stats(wave: np.ndarray, sr: int) -> np.ndarray:
     return mel_statistics(librosa.power_to_db(mel, ref=1.0, amin=1e-10, top_db=80.0)).astype(np.float32)
 
 
+MUSICNN_WEIGHTS_ENV = "DEAM_MUSICNN_WEIGHTS"  # set by --musicnn-weights; read in (forked) extraction workers
+_MUSICNN: dict[str, Any] = {}
+
+
+def _musicnn_model() -> Any:
+    """The MusiCNN of ``$DEAM_MUSICNN_WEIGHTS`` (default: ``make musicnn``'s MSD file), loaded once per process."""
+    from deam_mamba.models.musicnn import load_musicnn  # torch: only when this feature set is extracted
+
+    path = os.environ.get(MUSICNN_WEIGHTS_ENV) or None
+    if _MUSICNN.get("path", "unset") != path:
+        _MUSICNN.update(path=path, model=load_musicnn(path))
+    return _MUSICNN["model"]
+
+
+def musicnn_stats(wave: np.ndarray, sr: int) -> np.ndarray:
+    """Mono clip ``[T]`` at ``sr`` -> ``[500]``: mean then std over its 3 s patches of MusiCNN's penultimate layer
+    (200) and tag probabilities (50), in that order (the clip resampled to 16 kHz with soxr HQ)."""
+    import torch
+
+    from deam_mamba.models.musicnn import SAMPLE_RATE, musicnn_patches
+
+    y = librosa.resample(np.asarray(wave, dtype=np.float32), orig_sr=sr, target_sr=SAMPLE_RATE, res_type="soxr_hq")
+    model = _musicnn_model()
+    with torch.inference_mode():
+        emb = model.forward_features(musicnn_patches(y))
+        per_patch = torch.cat([emb, model.forward_head(emb)], dim=1).double().numpy()
+    return np.concatenate([per_patch.mean(axis=0), per_patch.std(axis=0)]).astype(np.float32)
+
+
 @dataclass(frozen=True)
 class FeatureSet:
     fn: Callable[[np.ndarray, int], np.ndarray]
@@ -229,6 +263,8 @@ class FeatureSet:
 FEATURE_SETS: dict[str, FeatureSet] = {
     "handcrafted": FeatureSet(handcrafted_features, 1, "152 librosa descriptors (deam_mamba.evaluation.handcrafted)"),
     "logmel_stats": FeatureSet(logmel_stats, 1, "128-band log-mel mean/std per band + 8 globals (264)"),
+    "musicnn_msd": FeatureSet(musicnn_stats, 1, "MusiCNN (MSD) penultimate (200) + taggram (50): mean and std over "
+                              "3 s patches (500)"),
 }
 
 
@@ -303,6 +339,13 @@ def run_svm(d: FoldData) -> FoldOutput:
     return FoldOutput(r.pred, r.valence_score, r.arousal_score, {"best_params": r.best_params})
 
 
+def run_musicnn(d: FoldData) -> FoldOutput:
+    X = d.features["musicnn_msd"]
+    r = fit_predict_svm(X[d.train_idx], d.quadrants[d.train_idx], d.inner_groups, X[d.test_idx], seed=d.seed,
+                        inner_folds=INNER_FOLDS)
+    return FoldOutput(r.pred, r.valence_score, r.arousal_score, {"best_params": r.best_params})
+
+
 def run_ridge(d: FoldData) -> FoldOutput:
     X = d.features["logmel_stats"]
     Xtr, ytr = X[d.train_idx], d.quadrants[d.train_idx]
@@ -362,6 +405,9 @@ MODELS: dict[str, Model] = {
                  "folds (macro-F1); axis scores = one-vs-one SVM margins across each axis"),
     "ridge": Model(("logmel_stats",), run_ridge, "log-mel statistics (264) -> RidgeClassifierCV (alpha on inner "
                    "folds, macro-F1, balanced); axis scores = per-class decision values summed per side"),
+    "musicnn": Model(("musicnn_msd",), run_musicnn, "MusiCNN (MSD, musicnn 0.1.0 weights converted by make musicnn) "
+                     "penultimate + taggram mean/std over 3 s patches (500) -> the svm recipe (RBF SVM, C/gamma "
+                     "grid on inner folds); axis scores = one-vs-one SVM margins"),
 }
 
 
@@ -678,6 +724,8 @@ def main() -> int:
     ap.add_argument("--deep-config", type=Path, default=DEFAULT_DEEP_CONFIG, help="config for --train-deep")
     ap.add_argument("--deep-overrides", nargs="*", default=[], metavar="KEY=VALUE",
                     help="extra config overrides for --train-deep (e.g. train.device=cuda train.epochs=20)")
+    ap.add_argument("--musicnn-weights", type=Path, default=None, help="converted MusiCNN weights for --models "
+                    "musicnn (default: make musicnn's musicnn_msd.safetensors in $XDG_CACHE_HOME/deam_mamba/teachers)")
     args = ap.parse_args()
 
     if not args.root.is_dir():
@@ -687,6 +735,16 @@ def main() -> int:
     unknown = [m for m in names if m not in MODELS]
     if unknown:
         ap.error(f"unknown model(s) {unknown}; known: {', '.join(MODELS)}")
+    if "musicnn" in names:
+        if args.musicnn_weights is not None:
+            os.environ[MUSICNN_WEIGHTS_ENV] = str(args.musicnn_weights.expanduser().resolve())
+        from deam_mamba.core.errors import CheckpointError
+
+        try:
+            _musicnn_model()
+        except CheckpointError as exc:
+            print(f"error: {exc}", flush=True)
+            return 2
     crossvals = _pairs(args.crossval, "--crossval", ap)
     zero_shots = _pairs(args.zero_shot, "--zero-shot", ap)
     deep = [m.strip() for m in args.train_deep.split(",") if m.strip()]
