@@ -278,7 +278,7 @@ class TrainConfig:
     progress: bool = True  # tqdm progress bars
 
 
-PRETRAIN_OBJECTIVES = ("mask", "contrast", "both")
+PRETRAIN_OBJECTIVES = ("mask", "contrast", "both", "distill", "mask+distill")
 MASK_FILLS = ("token", "zero")
 
 
@@ -292,7 +292,12 @@ class PretrainConfig:
     ``decoder_depth`` conv blocks) predicts every patch and the loss is the MSE on the masked patches only.
     ``objective``: ``mask`` (that alone), ``contrast`` (InfoNCE between the pooled, projected embeddings of two
     unmasked crops of one song; ``proj_dim``, ``temperature``) or ``both`` (both crops masked: the mean of their
-    reconstruction losses + ``contrast_weight`` x InfoNCE of their embeddings).
+    reconstruction losses + ``contrast_weight`` x InfoNCE of their embeddings), ``distill`` (predict a teacher's
+    standardised per-crop vector from the pooled features of the unmasked crop through a small head; MSE) or
+    ``mask+distill`` (one masked pass: reconstruction loss + ``distill_weight`` x the distillation MSE of that
+    masked crop). ``teacher``: the converted MusiCNN safetensors (None: ``make musicnn``'s MSD file);
+    ``teacher_hop_seconds``: hop between its 3 s patches; ``distill_hidden``: hidden units of the head (0: one
+    Linear). See :mod:`deam_mamba.train.distill`.
     ``data``: the audio folders/files (set by ``--data``). See :mod:`deam_mamba.models.pretrain`.
     """
 
@@ -307,6 +312,10 @@ class PretrainConfig:
     proj_dim: int = 128  # contrast/both: projection head output size
     temperature: float = 0.1  # contrast/both: InfoNCE temperature
     contrast_weight: float = 1.0  # both: weight of the InfoNCE term
+    teacher: str | None = None  # distill: converted MusiCNN .safetensors (None: `make musicnn`'s musicnn_msd)
+    teacher_hop_seconds: float = 1.5  # distill: hop between the teacher's 3 s patches
+    distill_hidden: int = 512  # distill: hidden units of the 2-layer head (0: a single Linear)
+    distill_weight: float = 1.0  # mask+distill: weight of the distillation term
 
     def __post_init__(self) -> None:
         if int(self.proj_dim) < 1 or not float(self.temperature) > 0 or not float(self.contrast_weight) >= 0:
@@ -321,6 +330,13 @@ class PretrainConfig:
                               f"{self.patch_frames}")
         if self.mask_fill not in MASK_FILLS:
             raise ConfigError(f"pretrain.mask_fill must be one of {MASK_FILLS}, got {self.mask_fill!r}")
+        if not 0.0 < float(self.teacher_hop_seconds) <= 60.0:
+            raise ConfigError(f"pretrain.teacher_hop_seconds must be in (0, 60] seconds, got {self.teacher_hop_seconds}")
+        if int(self.distill_hidden) < 0 or not float(self.distill_weight) >= 0:
+            raise ConfigError(f"pretrain needs distill_hidden >= 0 (0: one Linear) and distill_weight >= 0, got "
+                              f"{self.distill_hidden}, {self.distill_weight}")
+        if self.teacher is not None and not str(self.teacher).strip():
+            raise ConfigError("pretrain.teacher is empty: give the converted MusiCNN .safetensors or leave it unset")
         if int(self.decoder_dim) < 1 or int(self.decoder_depth) < 0:
             raise ConfigError(f"pretrain.decoder_dim must be >= 1 and decoder_depth >= 0, got "
                               f"{self.decoder_dim}, {self.decoder_depth}")

@@ -116,10 +116,15 @@ class MaskedSpecModel(nn.Module):
     ``backbone``: a :class:`MambaVision` (its head is unused; build it with ``num_classes=0``).
     ``patch``: ``(patch_mels, patch_frames)``. ``mask_fill``: ``"token"`` (learned patch, init 0) or ``"zero"``.
     ``proj_dim``: with a value, a 2-layer projection of the pooled map for the contrastive term (``emb``).
+    ``distill_dim``: with a value, a head from the pooled map (``forward_features``) to a teacher's target vector
+    (``distill``): a 2-layer MLP with ``distill_hidden`` units, or one Linear when ``distill_hidden`` is 0. Like the
+    decoder and ``proj``, it is not part of the backbone that ``model.init`` transfers.
+    ``reconstruct``: False leaves out the mask token and the decoder (objective ``distill`` alone).
     """
 
     def __init__(self, backbone: nn.Module, patch: tuple[int, int] = (16, 16), decoder_dim: int = 128,
-                 decoder_depth: int = 2, mask_fill: str = "token", proj_dim: int | None = None):
+                 decoder_depth: int = 2, mask_fill: str = "token", proj_dim: int | None = None,
+                 distill_dim: int | None = None, distill_hidden: int = 512, reconstruct: bool = True):
         super().__init__()
         if not isinstance(backbone, MambaVision):
             raise ConfigError(f"pretraining needs a MambaVision backbone (the spatial map before pooling), got "
@@ -130,12 +135,20 @@ class MaskedSpecModel(nn.Module):
         self.pm, self.pf = int(patch[0]), int(patch[1])
         self.mask_fill = mask_fill
         p = self.pm * self.pf
-        self.mask_token = nn.Parameter(torch.zeros(p)) if mask_fill == "token" else None
-        self.dec_in = nn.Conv2d(backbone.num_features, decoder_dim, 1)
-        self.dec_blocks = nn.Sequential(*[_DecoderBlock(decoder_dim) for _ in range(decoder_depth)])
-        self.dec_out = nn.Conv2d(decoder_dim, p, 1)
         c = backbone.num_features
+        self.reconstruct = bool(reconstruct)
+        self.mask_token: nn.Parameter | None = None
+        if self.reconstruct:
+            self.mask_token = nn.Parameter(torch.zeros(p)) if mask_fill == "token" else None
+            self.dec_in = nn.Conv2d(c, decoder_dim, 1)
+            self.dec_blocks = nn.Sequential(*[_DecoderBlock(decoder_dim) for _ in range(decoder_depth)])
+            self.dec_out = nn.Conv2d(decoder_dim, p, 1)
         self.proj = nn.Sequential(nn.Linear(c, c), nn.GELU(), nn.Linear(c, proj_dim)) if proj_dim else None
+        self.distill_head: nn.Module | None = None
+        if distill_dim:
+            self.distill_head = (nn.Sequential(nn.Linear(c, distill_hidden), nn.GELU(),
+                                               nn.Linear(distill_hidden, distill_dim))
+                                 if distill_hidden else nn.Linear(c, distill_dim))
 
     def encode(self, x: Tensor) -> Tensor:
         """The backbone's ``forward_features`` path without the pooling: ``[B, 1, M, T] -> [B, C, h, w]``."""
@@ -151,6 +164,13 @@ class MaskedSpecModel(nn.Module):
             raise ConfigError("this model has no projection head (build it with proj_dim)")
         return self.proj(self.encode(x).mean(dim=(2, 3)))
 
+    def distill(self, x: Tensor) -> Tensor:
+        """Teacher-target prediction of an unmasked crop: ``[B, 1, M, T] -> [B, distill_dim]`` (pooled map =
+        the backbone's ``forward_features``, through the distillation head)."""
+        if self.distill_head is None:
+            raise ConfigError("this model has no distillation head (build it with distill_dim)")
+        return self.distill_head(self.encode(x).mean(dim=(2, 3)))
+
     def apply_mask(self, patches: Tensor, mask: Tensor) -> Tensor:
         """``patches [B, N, P]`` with the masked ones replaced by the mask token (or 0)."""
         fill = self.mask_token.to(patches.dtype) if self.mask_token is not None else patches.new_zeros(())
@@ -159,10 +179,14 @@ class MaskedSpecModel(nn.Module):
     def forward(self, x: Tensor, mask: Tensor | None = None, ratio: float = 0.6,
                 generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """``x [B, 1, M, T]`` normalised log-mel -> ``{pred, target [B, N, P], mask [B, N] bool}`` (+ ``emb
-        [B, proj_dim]`` of the masked crop when the model has a projection head).
+        [B, proj_dim]`` of the masked crop when the model has a projection head, ``distill [B, distill_dim]`` when
+        it has a distillation head).
 
         ``mask``: which patches to hide (True); None draws ``ratio`` of them at random (``generator``).
         """
+        if not self.reconstruct:
+            raise ConfigError("this model was built without the reconstruction decoder (objective distill): "
+                              "use distill()")
         target = patchify(x, self.pm, self.pf)
         b, n, _ = target.shape
         gm, gt = x.shape[-2] // self.pm, x.shape[-1] // self.pf
@@ -177,8 +201,11 @@ class MaskedSpecModel(nn.Module):
         pred = self.dec_out(self.dec_blocks(h))  # [B, P, gm, gt]
         pred = pred.flatten(2).transpose(1, 2)  # [B, N, P] (row-major grid, as patchify)
         out = {"pred": pred, "target": target, "mask": mask}
+        pooled = z.mean(dim=(2, 3))
         if self.proj is not None:
-            out["emb"] = self.proj(z.mean(dim=(2, 3)))
+            out["emb"] = self.proj(pooled)
+        if self.distill_head is not None:
+            out["distill"] = self.distill_head(pooled)
         return out
 
     def loss(self, out: dict[str, Tensor]) -> Tensor:
@@ -190,8 +217,9 @@ class MaskedSpecModel(nn.Module):
         return {k: v.detach() for k, v in self.backbone.state_dict().items()}
 
 
-def build_pretrain_model(cfg: Config) -> MaskedSpecModel:
-    """The pretraining network of ``cfg``: ``cfg.model`` as backbone (no head) + ``cfg.pretrain``'s decoder."""
+def build_pretrain_model(cfg: Config, distill_dim: int | None = None) -> MaskedSpecModel:
+    """The pretraining network of ``cfg``: ``cfg.model`` as backbone (no head) + ``cfg.pretrain``'s decoder
+    (not for objective ``distill``) and heads; ``distill_dim``: the teacher's vector size (``distill`` objectives)."""
     kwargs = {**cfg.model.kwargs, "num_classes": 0}
     backbone = create_model(cfg.model.name, **kwargs)
     p = cfg.pretrain
@@ -199,4 +227,6 @@ def build_pretrain_model(cfg: Config) -> MaskedSpecModel:
         raise ConfigError(f"pretrain.patch_mels={p.patch_mels} is larger than features.n_mels={cfg.features.n_mels}")
     return MaskedSpecModel(backbone, (p.patch_mels, p.patch_frames), decoder_dim=p.decoder_dim,
                            decoder_depth=p.decoder_depth, mask_fill=p.mask_fill,
-                           proj_dim=p.proj_dim if p.objective in ("contrast", "both") else None)
+                           proj_dim=p.proj_dim if p.objective in ("contrast", "both") else None,
+                           distill_dim=distill_dim if "distill" in p.objective else None,
+                           distill_hidden=p.distill_hidden, reconstruct=p.objective != "distill")

@@ -4,7 +4,8 @@
 builds or updates their log-mel feature cache (``data.cache``; label-free, see
 :class:`~deam_mamba.data.folders.AudioFolders`), normalises with per-band statistics of the whole corpus, and
 trains :class:`~deam_mamba.models.pretrain.MaskedSpecModel` (masked spectrogram patch reconstruction; why this
-objective: that module's docstring) on crops of ``chunks.chunk_seconds`` taken every ``chunks.hop_seconds``
+objective: that module's docstring; or contrastive, or distillation from a MusiCNN teacher whose per-crop targets
+:mod:`deam_mamba.train.distill` computes once and caches) on crops of ``chunks.chunk_seconds`` taken every ``chunks.hop_seconds``
 with a random shift per epoch. Optimiser and schedule are the training loop's (:mod:`deam_mamba.train.optim`);
 the run folder has the same layout as a ``train`` run (``config.yaml``, ``meta.json``, ``checkpoints/``,
 ``log.csv`` with one row per epoch, ``tb/``) and resumes exactly (``--resume``). ``best`` points at the epoch
@@ -21,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
@@ -45,6 +47,7 @@ from deam_mamba.models.pretrain import (
 from deam_mamba.runs import checkpoint as ck
 from deam_mamba.runs.log import RunLog
 from deam_mamba.runs.paths import read_run_config_dict, write_run_config
+from deam_mamba.train.distill import TeacherTargets, prepare_teacher, teacher_file
 from deam_mamba.train.loop import LoopState, restore_loop
 from deam_mamba.train.optim import lr_at, make_optimizer, set_lr
 
@@ -52,17 +55,20 @@ log = logging.getLogger(__name__)
 
 
 class CropDataset(Dataset):
-    """Normalised log-mel crops of cached songs: ``{"x": [1, n_mels, chunk_frames] float32, "song_id": int}``.
+    """Normalised log-mel crops of cached songs: ``{"x": [1, n_mels, chunk_frames] float32, "song_id": int,
+    "start": int}`` (``start``: the crop's first frame).
 
     One crop every ``hop_frames`` per song (:func:`~deam_mamba.features.chunks.chunk_layout`); each epoch
     shifts every crop by a random ``[0, hop_frames)`` frames (kept inside the song), seeded by
     ``(seed, epoch, index)``. A song shorter than a crop is padded with 0 (the corpus mean once normalised).
     ``pairs``: also ``"x2"``, a second crop of the same song anywhere in it (the contrastive objective's view).
+    ``teacher``: also ``"teacher"``, the crop's ``[D]`` distillation target (its frames' span in seconds).
     """
 
     def __init__(self, cache: FeatureCache, ids: list[int], chunk_frames: int, hop_frames: int, norm: NormStats,
-                 seed: int = 0, pairs: bool = False):
+                 seed: int = 0, pairs: bool = False, teacher: TeacherTargets | None = None):
         self.cache, self.norm, self.seed, self.pairs = cache, norm, int(seed), bool(pairs)
+        self.teacher, self.fps = teacher, float(cache.frames_per_second)
         self.chunk_frames, self.hop_frames = int(chunk_frames), int(hop_frames)
         self.items: list[tuple[int, int, int]] = []  # (song id, start frame, song frames)
         for sid in ids:
@@ -77,6 +83,10 @@ class CropDataset(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
+    def span(self, start: int, n: int) -> tuple[float, float]:
+        """Seconds ``(t0, t1)`` of the song's frames a crop at ``start`` holds (padding not counted)."""
+        return start / self.fps, min(start + self.chunk_frames, n) / self.fps
+
     def _crop(self, sid: int, start: int) -> torch.Tensor:
         feats = np.asarray(self.cache.features(sid)[:, start:start + self.chunk_frames], dtype=np.float32)
         x = self.norm.apply(feats)
@@ -90,7 +100,9 @@ class CropDataset(Dataset):
         room = max(0, n - self.chunk_frames - start)
         if room:
             start += int(rng.integers(0, min(self.hop_frames, room + 1)))
-        item = {"x": self._crop(sid, start), "song_id": sid}
+        item = {"x": self._crop(sid, start), "song_id": sid, "start": start}
+        if self.teacher is not None:
+            item["teacher"] = torch.from_numpy(self.teacher.crop_target(sid, *self.span(start, n)))
         if self.pairs:
             item["x2"] = self._crop(sid, int(rng.integers(0, max(0, n - self.chunk_frames) + 1)))
         return item
@@ -145,12 +157,21 @@ class PretrainResult:
 
 def step_loss(model: MaskedSpecModel, batch: dict[str, Any], cfg: Config, device: torch.device,
               mask_gen: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
-    """The objective's loss on one batch, and its parts (``mse``: masked-patch MSE, ``nce``: InfoNCE)."""
+    """The objective's loss on one batch, and its parts (``mse``: masked-patch MSE, ``nce``: InfoNCE, ``distill``:
+    MSE to the standardised teacher targets)."""
     p = cfg.pretrain
     x = batch["x"].to(device, non_blocking=True)
     if p.objective == "mask":
         loss = model.loss(model(x, ratio=p.mask_ratio, generator=mask_gen))
         return loss, {"mse": float(loss.detach())}
+    if p.objective == "distill":
+        dist = F.mse_loss(model.distill(x).float(), batch["teacher"].to(device, non_blocking=True))
+        return dist, {"distill": float(dist.detach())}
+    if p.objective == "mask+distill":  # one masked pass: its reconstruction + its pooled features -> teacher
+        out = model(x, ratio=p.mask_ratio, generator=mask_gen)
+        mse = model.loss(out)
+        dist = F.mse_loss(out["distill"].float(), batch["teacher"].to(device, non_blocking=True))
+        return mse + p.distill_weight * dist, {"mse": float(mse.detach()), "distill": float(dist.detach())}
     x2 = batch["x2"].to(device, non_blocking=True)
     songs = torch.as_tensor(batch["song_id"], device=device)
     if p.objective == "contrast":
@@ -172,6 +193,16 @@ def baseline_mse(ds: CropDataset, cfg: Config, n: int = 256) -> float:
     gm, gt = x.shape[-2] // p.patch_mels, x.shape[-1] // p.patch_frames
     mask = random_mask(len(x), gm * gt, p.mask_ratio, torch.Generator().manual_seed(0))
     return float(band_mean_baseline(x, mask, p.patch_mels, p.patch_frames))
+
+
+def distill_floors(ds: CropDataset) -> dict[str, Any]:
+    """meta.json entries: the distillation MSE of predicting the corpus mean (0) and each crop's song mean target,
+    on the dataset's crops at their unshifted positions, plus the teacher cache's identity."""
+    t = ds.teacher
+    fl = t.floors([(sid, *ds.span(start, n)) for sid, start, n in ds.items])
+    return {"baseline_distill_mse_corpus_mean": fl["corpus_mean"], "baseline_distill_mse_song_mean": fl["song_mean"],
+            "teacher": {"cache": str(t.root), "sha1": t.teacher_sha1, "dim": t.dim, "patches": t.n_patches,
+                        "songs_left_out": len(t.skipped)}}
 
 
 def crop_frames(cfg: Config) -> tuple[int, int]:
@@ -196,6 +227,9 @@ def pretrain(cfg: Config, run_dir: str | Path, resume: bool = False, argv: list[
         raise ConfigError("optim.ema_decay is not supported by pretrain; set it to 0")
     if not cfg.pretrain.data:
         raise ConfigError("no audio to pretrain on: pass --data FOLDER [FOLDER ...]")
+    distill = "distill" in cfg.pretrain.objective
+    if distill:  # before any audio work; stored absolute so that --resume finds it from anywhere
+        cfg.pretrain.teacher = str(teacher_file(cfg).resolve())
     t_start = time.time()
     t = cfg.train
     if t.threads:
@@ -210,9 +244,14 @@ def pretrain(cfg: Config, run_dir: str | Path, resume: bool = False, argv: list[
     hours = sum(cache.duration_s(i) for i in ids) / 3600
     norm = cache.norm_stats(ids, progress=t.progress)
     chunk, hop = crop_frames(cfg)
-    ds = CropDataset(cache, ids, chunk, hop, norm, seed=t.seed, pairs=cfg.pretrain.objective != "mask")
-    baseline = baseline_mse(ds, cfg) if cfg.pretrain.objective != "contrast" else None
-    model = build_pretrain_model(cfg).to(device)
+    teacher = prepare_teacher(cfg, corpus, ids, device, t.progress) if distill else None
+    if teacher is not None:
+        ids = teacher.ids
+    ds = CropDataset(cache, ids, chunk, hop, norm, seed=t.seed, pairs=cfg.pretrain.objective in ("contrast", "both"),
+                     teacher=teacher)
+    baseline = baseline_mse(ds, cfg) if cfg.pretrain.objective in ("mask", "both", "mask+distill") else None
+    extra = distill_floors(ds) if teacher is not None else {}
+    model = build_pretrain_model(cfg, distill_dim=teacher.dim if teacher is not None else None).to(device)
     opt = make_optimizer(model, cfg)
     info = DistInfo()
     sampler = ResumableSampler(ds, info, seed=t.seed, drop_last=True)
@@ -236,12 +275,16 @@ def pretrain(cfg: Config, run_dir: str | Path, resume: bool = False, argv: list[
     runlog = RunLog(run_dir, cfg, True, resume_step=st.step if resume else None, argv=argv,
                     extra={"kind": "pretrain", "objective": cfg.pretrain.objective, "files": len(ids),
                            "audio_hours": round(hours, 3), "crops": len(ds), "steps_per_epoch": steps_per_epoch,
-                           "baseline_band_mean_mse": baseline})
+                           "baseline_band_mean_mse": baseline, **extra})
     log.info("pretraining on %d files (%.2f h of audio, %d crops of %d frames), %d steps per epoch", len(ids), hours,
              len(ds), chunk, steps_per_epoch)
     if baseline is not None:
         log.info("masked-patch MSE of predicting each band's visible mean (a model that learned nothing else): %.4f",
                  baseline)
+    if extra:
+        log.info("distillation MSE floors: predicting the corpus mean %.4f, each crop's song mean %.4f (teacher "
+                 "targets of %d songs, %d patches, in %s)", extra["baseline_distill_mse_corpus_mean"],
+                 extra["baseline_distill_mse_song_mean"], len(ids), teacher.n_patches, teacher.root)
 
     def save(best_row: dict[str, float] | None) -> None:
         state = {"optimizer": opt.state_dict(), "loop": st.to_dict(), "rng": ck.rng_state()}
