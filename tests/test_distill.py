@@ -165,9 +165,9 @@ def test_mask_plus_distill_runs(distill_run: Path, tmp_path: Path) -> None:
     from deam_mamba.train.pretrain import pretrain
 
     old = config_from_dict(read_run_config_dict(distill_run))
-    cfg = load_config(REPO / "configs/pretrain.yaml", [*DISTILL, f"data.cache={old.data.cache}", "train.max_steps=1",
-                                                        "pretrain.objective=mask+distill", "pretrain.distill_weight=0.5",
-                                                        f"pretrain.teacher={old.pretrain.teacher}"])
+    cfg = load_config(REPO / "configs/pretrain.yaml", [
+        *DISTILL, f"data.cache={old.data.cache}", "train.max_steps=1", "pretrain.objective=mask+distill",
+        "pretrain.distill_weight=0.5", f"pretrain.teacher={old.pretrain.teacher}"])
     cfg.pretrain.data = old.pretrain.data
     res = pretrain(cfg, tmp_path / "run", argv=["test"])
     assert res.step == 1 and np.isfinite(res.history[-1]["train_loss"])

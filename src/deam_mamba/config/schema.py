@@ -331,7 +331,8 @@ class PretrainConfig:
         if self.mask_fill not in MASK_FILLS:
             raise ConfigError(f"pretrain.mask_fill must be one of {MASK_FILLS}, got {self.mask_fill!r}")
         if not 0.0 < float(self.teacher_hop_seconds) <= 60.0:
-            raise ConfigError(f"pretrain.teacher_hop_seconds must be in (0, 60] seconds, got {self.teacher_hop_seconds}")
+            raise ConfigError(f"pretrain.teacher_hop_seconds must be in (0, 60] seconds, got "
+                              f"{self.teacher_hop_seconds}")
         if int(self.distill_hidden) < 0 or not float(self.distill_weight) >= 0:
             raise ConfigError(f"pretrain needs distill_hidden >= 0 (0: one Linear) and distill_weight >= 0, got "
                               f"{self.distill_hidden}, {self.distill_weight}")

@@ -2,15 +2,15 @@
 
 ``pretrain(cfg, run_dir)`` collects the audio files of ``cfg.pretrain.data`` (every format ``predict`` reads),
 builds or updates their log-mel feature cache (``data.cache``; label-free, see
-:class:`~deam_mamba.data.folders.AudioFolders`), normalises with per-band statistics of the whole corpus, and
-trains :class:`~deam_mamba.models.pretrain.MaskedSpecModel` (masked spectrogram patch reconstruction; why this
-objective: that module's docstring; or contrastive, or distillation from a MusiCNN teacher whose per-crop targets
-:mod:`deam_mamba.train.distill` computes once and caches) on crops of ``chunks.chunk_seconds`` taken every ``chunks.hop_seconds``
-with a random shift per epoch. Optimiser and schedule are the training loop's (:mod:`deam_mamba.train.optim`);
-the run folder has the same layout as a ``train`` run (``config.yaml``, ``meta.json``, ``checkpoints/``,
-``log.csv`` with one row per epoch, ``tb/``) and resumes exactly (``--resume``). ``best`` points at the epoch
-with the lowest mean training loss (there is no validation). Fine-tune with ``train ... model.init=RUN``.
-Single process (no torchrun).
+:class:`~deam_mamba.data.folders.AudioFolders`), normalises with per-band statistics of the whole corpus, and trains
+:class:`~deam_mamba.models.pretrain.MaskedSpecModel` (masked spectrogram patch reconstruction; why this objective:
+that module's docstring; or contrastive, or distillation from a MusiCNN teacher whose per-crop targets
+:mod:`deam_mamba.train.distill` computes once and caches) on crops of ``chunks.chunk_seconds`` taken every
+``chunks.hop_seconds`` with a random shift per epoch. Optimiser and schedule are the training loop's
+(:mod:`deam_mamba.train.optim`); the run folder has the same layout as a ``train`` run (``config.yaml``,
+``meta.json``, ``checkpoints/``, ``log.csv`` with one row per epoch, ``tb/``) and resumes exactly (``--resume``).
+``best`` points at the epoch with the lowest mean training loss (there is no validation). Fine-tune with ``train ...
+model.init=RUN``. Single process (no torchrun).
 """
 from __future__ import annotations
 
