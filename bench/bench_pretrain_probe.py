@@ -115,6 +115,7 @@ def main() -> int:
     ap.add_argument("--hop-seconds", type=float, default=2.0)
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--limit", type=int, default=0, help="smoke run: only the first N clips of each quadrant")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "pretrain_probe.json")
     args = ap.parse_args()
@@ -123,7 +124,7 @@ def main() -> int:
     if not args.root.is_dir():
         print(f"4Q dataset not found at {args.root}: nothing to benchmark (see --root)")
         return 0
-    songs = b4.load_songs(args.root.resolve())
+    songs = b4.load_songs(args.root.resolve(), args.limit)
     proto = b4.make_protocol(songs, "artist", args.folds, args.seed)
     cache = FeatureCache(args.cache)
     ids = [int(i) for i in songs.ids]
