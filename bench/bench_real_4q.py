@@ -248,8 +248,7 @@ def musicnn_stats(wave: np.ndarray, sr: int) -> np.ndarray:
     y = librosa.resample(np.asarray(wave, dtype=np.float32), orig_sr=sr, target_sr=SAMPLE_RATE, res_type="soxr_hq")
     model = _musicnn_model()
     with torch.inference_mode():
-        emb = model.forward_features(musicnn_patches(y))
-        per_patch = torch.cat([emb, model.forward_head(emb)], dim=1).double().numpy()
+        per_patch = model.patch_vectors(musicnn_patches(y)).double().numpy()
     return np.concatenate([per_patch.mean(axis=0), per_patch.std(axis=0)]).astype(np.float32)
 
 

@@ -295,14 +295,19 @@ def _torch_threads() -> int:
     return torch.get_num_threads()
 
 
-def _write_skipped(key_dir: Path, skipped: list[dict[str, Any]]) -> None:
-    rows = [{"song_id": s["song_id"], "file": s["file"], "reason": s["reason"]} for s in skipped]
-    atomic_write_json(key_dir / "skipped.json", rows)
+def write_skipped_csv(path: Path, skipped: list[dict[str, Any]]) -> None:
+    """``song_id,file,reason`` rows of the songs a cache left out, written atomically (feature and teacher caches)."""
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=["song_id", "file", "reason"], lineterminator="\n")
     writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(key_dir / "skipped.csv", out.getvalue())
+    writer.writerows(skipped)
+    atomic_write_text(path, out.getvalue())
+
+
+def _write_skipped(key_dir: Path, skipped: list[dict[str, Any]]) -> None:
+    rows = [{"song_id": s["song_id"], "file": s["file"], "reason": s["reason"]} for s in skipped]
+    atomic_write_json(key_dir / "skipped.json", rows)
+    write_skipped_csv(key_dir / "skipped.csv", rows)
 
 
 def _remove_orphans(key_dir: Path, songs: dict[str, Any]) -> int:

@@ -182,6 +182,12 @@ class MusiCNN(nn.Module):
     def forward(self, patches: Tensor) -> Tensor:
         return self.forward_head(self.forward_features(patches))
 
+    def patch_vectors(self, patches: Tensor) -> Tensor:
+        """``[B, n_mels, T] -> [B, backend_units + n_tags]``: the penultimate layer, then the tag probabilities
+        (the per-patch vector distillation learns and the 4Q benchmark's features summarise)."""
+        emb = self.forward_features(patches)
+        return torch.cat([emb, self.forward_head(emb)], dim=1)
+
 
 # --- features ------------------------------------------------------------------------------------------------------
 

@@ -24,9 +24,7 @@ tie). Targets are standardised per dimension with the mean and std of all patch 
 """
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import logging
 import re
@@ -40,10 +38,10 @@ from tqdm.auto import tqdm
 
 from deam_mamba.config import Config
 from deam_mamba.core.errors import CacheError, CheckpointError, DeamError
-from deam_mamba.core.io import atomic_path, atomic_write_json, atomic_write_text
+from deam_mamba.core.io import atomic_path, atomic_write_json
 from deam_mamba.data.audio import load_audio
 from deam_mamba.features.cache import file_sha1
-from deam_mamba.features.prepare import audio_fingerprint
+from deam_mamba.features.prepare import audio_fingerprint, write_skipped_csv
 from deam_mamba.models import musicnn as mn
 
 log = logging.getLogger(__name__)
@@ -99,8 +97,7 @@ def teacher_vectors(model: mn.MusiCNN, wave16k: np.ndarray, hop: int, device: to
     patches = mn.musicnn_patches(wave16k, hop_frames=hop)
     out = []
     for i in range(0, len(patches), batch):
-        emb = model.forward_features(patches[i:i + batch].to(device))
-        out.append(torch.cat([emb, model.forward_head(emb)], dim=1).float().cpu())
+        out.append(model.patch_vectors(patches[i:i + batch].to(device)).float().cpu())
     return torch.cat(out).numpy()
 
 
@@ -117,11 +114,7 @@ def _read_index(root: Path) -> dict[str, Any]:
 
 def _write_index(root: Path, index: dict[str, Any]) -> None:
     atomic_write_json(root / INDEX, index)
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=["song_id", "file", "reason"], lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(index["skipped"])
-    atomic_write_text(root / "skipped.csv", out.getvalue())
+    write_skipped_csv(root / "skipped.csv", index["skipped"])
 
 
 def build_teacher_cache(corpus: Any, ids: list[int], cache_dir: str | Path, teacher: str | Path, hop_seconds: float,
