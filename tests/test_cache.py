@@ -19,7 +19,7 @@ from deam_mamba.data.deam import DEAMHandler
 from deam_mamba.features import prepare as cache_mod
 from deam_mamba.features.cache import FeatureCache
 from deam_mamba.features.logmel import LogMel, compute_norm_stats
-from deam_mamba.features.prepare import build_cache
+from deam_mamba.features.prepare import audio_fingerprint, build_cache, same_audio
 
 CORRUPT = PROBLEM_IDS["corrupt_audio"]
 CFG = FeatureConfig(n_mels=64)  # smaller arrays, same code path
@@ -96,6 +96,43 @@ def test_rerun_is_incremental_and_settings_change_key(tree: Path, tmp_path: Path
     assert FeatureCache(cdir, CFG).features(2).shape[0] == 64
     with pytest.raises(CacheError, match="no features for these settings"):
         FeatureCache(cdir, FeatureConfig(n_mels=100))
+
+
+def test_new_timestamps_same_bytes_reused(tree: Path, tmp_path: Path) -> None:
+    """A restored or copied dataset (new mtimes, same bytes) keeps its cache; new bytes of the same size do not."""
+    cdir = tmp_path / "cache"
+    first = build_cache(tree, cdir, CFG, workers=0, progress=False)
+    handler = DEAMHandler(tree)
+    for sid in handler.ids:
+        p = Path(handler.audio_path(sid))
+        os.utime(p, ns=(p.stat().st_atime_ns, p.stat().st_mtime_ns + 10**9))
+    again = build_cache(tree, cdir, CFG, workers=0, progress=False)
+    assert again["processed"] == 0 and again["reused"] == first["processed"] and again["n_skipped"] == 1
+    audio = Path(handler.audio_path(2))
+    data = bytearray(audio.read_bytes())
+    data[-1] ^= 0x55  # same size, new bytes, new mtime
+    audio.write_bytes(bytes(data))
+    third = build_cache(tree, cdir, CFG, workers=0, progress=False)
+    assert third["processed"] == 1 and third["changed"] == 1
+    assert build_cache(tree, cdir, CFG, workers=0, progress=False)["processed"] == 0  # new timestamps remembered
+
+
+def test_same_audio_sees_a_same_size_edit_in_the_middle(tmp_path: Path) -> None:
+    """An edit between the two hashed 64 KiB edges, same size, new mtime: only the whole-file hash sees it."""
+    p = tmp_path / "song.wav"
+    p.write_bytes(np.random.default_rng(0).bytes(300_000))
+    stored = audio_fingerprint(p, content=True)
+    assert same_audio(stored, p, audio_fingerprint(p)) == stored  # untouched: nothing read beyond the edges
+    os.utime(p, ns=(p.stat().st_atime_ns, p.stat().st_mtime_ns + 10**9))
+    kept = same_audio(stored, p, audio_fingerprint(p))
+    assert kept is not None and kept["sha1"] == stored["sha1"] and kept["mtime_ns"] != stored["mtime_ns"]
+    data = bytearray(p.read_bytes())
+    data[150_000] ^= 0xFF
+    p.write_bytes(bytes(data))
+    fp = audio_fingerprint(p)
+    assert fp["size"] == stored["size"] and fp["edge_sha1"] == stored["edge_sha1"]
+    assert same_audio(stored, p, fp) is None
+    assert same_audio({k: v for k, v in stored.items() if k != "sha1"}, p, audio_fingerprint(p)) is None
 
 
 def test_corrupt_and_truncated_arrays_detected_and_rebuilt(tree: Path, tmp_path: Path) -> None:

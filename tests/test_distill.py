@@ -3,6 +3,7 @@ the run, and fine-tuning from it. The teacher is a small random-weight MusiCNN s
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -121,6 +122,10 @@ def test_teacher_cache_reused_refuses_another_teacher_and_lists_unreadable(tmp_p
     assert dt.build_teacher_cache(corpus, corpus.ids, tmp_path / "cache", teacher, 1.5) == root
     assert calls == []  # everything reused, nothing recomputed
     assert {p.name: p.stat().st_mtime_ns for p in (root / "songs").iterdir()} == mtimes
+    for p in audio.iterdir():  # the same bytes under new timestamps (a restored copy): still reused
+        os.utime(p, ns=(p.stat().st_atime_ns, p.stat().st_mtime_ns + 10**9))
+    assert dt.build_teacher_cache(corpus, corpus.ids, tmp_path / "cache", teacher, 1.5) == root
+    assert calls == []
 
     (audio / "broken.wav").write_bytes(b"RIFF\0\0\0\0WAVEjunk")  # one new, unreadable file; one new good one
     _write_wavs(tmp_path / "more", n=1, seconds=3.0)

@@ -15,7 +15,9 @@ Layout (``cache_dir`` may hold several settings side by side)::
 
 Every file is written atomically (array first, index after), and the index is saved every few
 seconds and on any exit, so an interrupted ``prepare`` leaves a usable cache; a re-run reuses
-every song whose audio fingerprint and array checksum still match and processes only the rest.
+every song whose audio fingerprint and array checksum still match and processes only the rest. The audio
+fingerprint is size, mtime and a hash of the first and last 64 KiB, plus the whole file's sha1: a file with new
+timestamps but the same bytes (a dataset copied or restored without them) is reused, not recomputed.
 """
 from __future__ import annotations
 

@@ -47,8 +47,9 @@ _WORKER: dict[str, Any] = {}
 _HASH_EDGE = 1 << 16  # fingerprint hashes the first and last 64 KiB of each audio file
 
 
-def audio_fingerprint(path: str | Path) -> dict[str, Any]:
-    """``{size, mtime_ns, edge_sha1}``: changes when the file is replaced, touched or rewritten."""
+def audio_fingerprint(path: str | Path, content: bool = False) -> dict[str, Any]:
+    """``{size, mtime_ns, edge_sha1}``: changes when the file is replaced, touched or rewritten. ``content``: add
+    ``sha1``, the hash of the whole file, which :func:`same_audio` uses to recognise a copy with new timestamps."""
     path = Path(path)
     st = path.stat()
     h = hashlib.sha1()
@@ -57,7 +58,28 @@ def audio_fingerprint(path: str | Path) -> dict[str, Any]:
         if st.st_size > _HASH_EDGE:
             fh.seek(max(_HASH_EDGE, st.st_size - _HASH_EDGE))
             h.update(fh.read(_HASH_EDGE))
-    return {"size": int(st.st_size), "mtime_ns": int(st.st_mtime_ns), "edge_sha1": h.hexdigest()}
+    fp = {"size": int(st.st_size), "mtime_ns": int(st.st_mtime_ns), "edge_sha1": h.hexdigest()}
+    if content:
+        fp["sha1"] = file_sha1(path)
+    return fp
+
+
+def same_audio(stored: dict[str, Any] | None, path: str | Path, fp: dict[str, Any]) -> dict[str, Any] | None:
+    """The fingerprint to keep if ``stored`` (from a cache index) still describes the file at ``path``, whose cheap
+    fingerprint (:func:`audio_fingerprint`) is ``fp``; None if the file changed.
+
+    Size, mtime and edge hash equal: unchanged, nothing more is read. Only the mtime differs and ``stored`` holds
+    the whole-file ``sha1``: the file is hashed, and the same bytes count as unchanged (a dataset copied, restored
+    or checked out again keeps its cache; the returned fingerprint carries the new mtime). Anything else: changed.
+    """
+    if not stored:
+        return None
+    cheap = ("size", "mtime_ns", "edge_sha1")
+    if all(stored.get(k) == fp[k] for k in cheap):
+        return {**stored, **fp}
+    if "sha1" not in stored or stored.get("size") != fp["size"] or stored.get("edge_sha1") != fp["edge_sha1"]:
+        return None
+    return {**fp, "sha1": stored["sha1"]} if file_sha1(path) == stored["sha1"] else None
 
 
 def _init_worker(cfg_dict: dict[str, Any], threads: int = 1) -> None:
@@ -126,10 +148,8 @@ def _load_index(key_dir: Path) -> dict[str, Any]:
         return {}
 
 
-def _entry_ok(key_dir: Path, entry: dict[str, Any], fp: dict[str, Any], verify: bool) -> str | None:
-    """None if ``entry`` can be reused, else why not ('changed' or 'corrupt')."""
-    if entry.get("fingerprint") != fp:
-        return "changed"
+def _entry_ok(key_dir: Path, entry: dict[str, Any], verify: bool) -> str | None:
+    """None if the arrays of ``entry`` (whose audio is unchanged) can be reused, else 'corrupt'."""
     path = key_dir / entry["file"]
     try:
         if path.stat().st_size != entry["bytes"]:
@@ -203,12 +223,14 @@ def build_cache(
             skipped.append({"song_id": sid, "file": str(audio), "reason": f"cannot read audio file: {exc}"})
             continue
         prev = old_songs.get(str(sid))
-        why = "new" if prev is None else _entry_ok(key_dir, prev, fp, verify)
+        kept = same_audio(prev.get("fingerprint") if prev else None, audio, fp)
+        why = "new" if prev is None else "changed" if kept is None else _entry_ok(key_dir, prev, verify)
         if why is None:
-            songs[str(sid)] = {**prev, **_labels(handler, sid)}
+            songs[str(sid)] = {**prev, "fingerprint": kept, **_labels(handler, sid)}
             counts["reused"] += 1
-        elif why == "new" and sid in old_skipped and old_skipped[sid].get("fingerprint") == fp:
-            skipped.append(old_skipped[sid])  # same undecodable file as last time: not retried
+        elif why == "new" and sid in old_skipped and (
+                kept_skip := same_audio(old_skipped[sid].get("fingerprint"), audio, fp)) is not None:
+            skipped.append({**old_skipped[sid], "fingerprint": kept_skip})  # same undecodable file: not retried
         else:
             counts[why] += 1
             if why == "corrupt":
@@ -231,6 +253,11 @@ def build_cache(
 
     def collect(res: dict[str, Any]) -> None:
         sid = int(res["song_id"])
+        if "sha1" not in fps[sid]:  # the whole-file hash lets a copy with new timestamps reuse this entry
+            try:
+                fps[sid]["sha1"] = file_sha1(handler.audio_path(sid))
+            except OSError:
+                pass
         if "error" in res:
             skipped.append({"song_id": sid, "file": str(handler.audio_path(sid)), "reason": res["error"],
                             "fingerprint": fps[sid]})

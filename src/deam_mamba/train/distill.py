@@ -13,7 +13,8 @@ Teacher targets are computed once per corpus and cached beside the pretraining f
   distillation, and every run says so).
 
 Arrays and index are written atomically; a later run recomputes only songs that are missing, whose audio changed
-(fingerprint) or that were skipped before. A cache built with another teacher file (sha1) is refused.
+(fingerprint; the same bytes under new timestamps, as after a copy or restore, count as unchanged) or that were
+skipped before. A cache built with another teacher file (sha1) is refused.
 
 Crop targets (:meth:`TeacherTargets.crop_target`): the crop ``[t0, t1]`` seconds (its log-mel frames, padding not
 counted) gets the mean of the vectors of the patches lying **inside** it (``start >= t0 - tol`` and
@@ -41,7 +42,7 @@ from deam_mamba.core.errors import CacheError, CheckpointError, DeamError
 from deam_mamba.core.io import atomic_path, atomic_write_json
 from deam_mamba.data.audio import load_audio
 from deam_mamba.features.cache import file_sha1
-from deam_mamba.features.prepare import audio_fingerprint, write_skipped_csv
+from deam_mamba.features.prepare import audio_fingerprint, same_audio, write_skipped_csv
 from deam_mamba.models import musicnn as mn
 
 log = logging.getLogger(__name__)
@@ -133,11 +134,15 @@ def build_teacher_cache(corpus: Any, ids: list[int], cache_dir: str | Path, teac
         index = {}
     songs: dict[str, Any] = dict(index.get("songs", {}))
     todo: list[tuple[int, Path, dict[str, Any]]] = []
+    refreshed = False
     for sid in ids:
         audio = Path(corpus.audio_path(sid))
         fp = audio_fingerprint(audio)
         entry = songs.get(str(sid))
-        if entry and entry.get("fingerprint") == fp and (root / entry["file"]).is_file():
+        kept = same_audio(entry.get("fingerprint"), audio, fp) if entry and (root / entry["file"]).is_file() else None
+        if kept is not None:
+            refreshed |= kept != entry["fingerprint"]
+            songs[str(sid)] = {**entry, "fingerprint": kept}
             continue
         todo.append((int(sid), audio, fp))
     skipped_before = {int(s["song_id"]) for s in index.get("skipped", [])}
@@ -145,6 +150,8 @@ def build_teacher_cache(corpus: Any, ids: list[int], cache_dir: str | Path, teac
              "songs": songs, "skipped": [s for s in index.get("skipped", []) if int(s["song_id"]) not in
                                          {t[0] for t in todo}]}
     if not todo:
+        if refreshed:  # same audio bytes under new timestamps: remember them, so the next run need not hash
+            _write_index(root, index)
         return root
     log.info("computing MusiCNN teacher targets for %d of %d songs into %s (%d were skipped before)", len(todo),
              len(ids), root, len(skipped_before & {t[0] for t in todo}))
@@ -167,7 +174,8 @@ def build_teacher_cache(corpus: Any, ids: list[int], cache_dir: str | Path, teac
         rel = f"songs/{sid}.npy"
         with atomic_path(root / rel) as tmp, open(tmp, "wb") as fh:
             np.save(fh, arr, allow_pickle=False)
-        songs[str(sid)] = {"file": rel, "patches": len(arr), "duration_s": duration, "fingerprint": fp}
+        songs[str(sid)] = {"file": rel, "patches": len(arr), "duration_s": duration,
+                           "fingerprint": {**fp, "sha1": file_sha1(audio)}}
         if time.monotonic() - last_save > SAVE_EVERY_S:
             _write_index(root, index)
             last_save = time.monotonic()
