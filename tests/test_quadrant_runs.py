@@ -47,8 +47,15 @@ def test_quadrant_loss_axes_and_classes():
 @pytest.mark.slow
 def test_crossval_on_quadrant_data_is_artist_disjoint_and_resumable(q4, tmp_path):
     out = tmp_path / "cv"
+    first = run_crossval(TINY_CONFIG, _overrides(q4, tmp_path / "cache"), out_dir=out, folds=3, bootstrap=50,
+                         progress=False, only=[1])  # a budget run of one fold: a partial summary, said so
+    assert [r["fold"] for r in first["per_fold"]] == [1] and first["mean_std"]["macro_f1"]["n"] == 1
+    assert "folds 1 of 3 only" in (out / "crossval_partial.md").read_text() and not (out / "crossval.json").exists()
+    with pytest.raises(ConfigError, match="among 0..2"):
+        run_crossval(TINY_CONFIG, [], out_dir=out, folds=3, only=[3])
     summary = run_crossval(TINY_CONFIG, _overrides(q4, tmp_path / "cache"), out_dir=out, folds=3, bootstrap=50,
                            progress=False)
+    assert summary["per_fold"][1] == first["per_fold"][0]  # fold 1 reused, not retrained
     assert summary["protocol"] == "artist" and len(summary["per_fold"]) == 3
     tested = []
     for fold in range(3):

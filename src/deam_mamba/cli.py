@@ -399,16 +399,27 @@ def _cmd_crossval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="crossval_out", help="output folder (fold<i>/ runs, crossval.md/.json)")
     p.add_argument("--bootstrap", type=int, default=1000)
     p.add_argument("--force", action="store_true", help="rewrite the summary of a finished cross-validation")
+    p.add_argument("--only-folds", default=None, metavar="I,J,...",
+                   help="train and summarise only these folds (0-based; e.g. 0,1,2) into crossval_partial.md; "
+                        "a later run without it reuses them")
 
     def run(a: argparse.Namespace) -> int:
         from deam_mamba.experiments.crossval import run_crossval, summary_lines
 
         if a.folds < 2:
             raise ConfigError(f"--folds must be at least 2, got {a.folds}")
+        only = None
+        if a.only_folds is not None:
+            try:
+                only = [int(x) for x in a.only_folds.split(",") if x.strip()]
+            except ValueError:
+                raise ConfigError(f"--only-folds {a.only_folds!r}: give fold numbers separated by commas, "
+                                  "e.g. 0,1,2") from None
         s = run_crossval(a.config, a.overrides, out_dir=a.out, folds=a.folds, protocol=a.protocol, seed=a.seed,
-                         bootstrap=a.bootstrap, force=a.force)
+                         bootstrap=a.bootstrap, force=a.force, only=only)
         print("\n".join(summary_lines(s)))
-        print(f"table: {Path(a.out) / 'crossval.md'}")
+        stem = "crossval" if len(s["folds_summarised"]) == a.folds else "crossval_partial"
+        print(f"table: {Path(a.out) / (stem + '.md')}")
         return 0
 
     p.set_defaults(func=run)

@@ -59,18 +59,27 @@ def fold_row(metrics: dict[str, Any]) -> dict[str, float | None]:
 
 def run_crossval(config: str | Path, overrides: Sequence[str] = (), out_dir: str | Path = "crossval_out",
                  folds: int = 5, protocol: str = "artist", seed: int | None = None, bootstrap: int = 1000,
-                 force: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Train + evaluate every fold into ``out_dir/fold<i>`` and summarise; returns the summary dict."""
+                 force: bool = False, progress: bool = True, only: Sequence[int] | None = None) -> dict[str, Any]:
+    """Train + evaluate every fold into ``out_dir/fold<i>`` and summarise; returns the summary dict.
+
+    ``only``: train and summarise just these folds (a budget run); the summary then goes to
+    ``crossval_partial.json``/``.md`` and says which folds it holds, and a later full call reuses them.
+    """
     if protocol not in PROTOCOLS:
         raise ConfigError(f"unknown protocol {protocol!r}: choose one of {', '.join(PROTOCOLS)}")
+    chosen = sorted(set(range(folds) if only is None else only))
+    if not chosen or any(not 0 <= i < folds for i in chosen):
+        raise ConfigError(f"folds to run {list(only or [])} must be among 0..{folds - 1}")
+    partial = len(chosen) < folds
     out = Path(out_dir)
-    summary_path = out / "crossval.json"
-    if summary_path.exists() and not force:
+    stem = "crossval_partial" if partial else "crossval"
+    summary_path = out / f"{stem}.json"
+    if summary_path.exists() and not force and not partial:
         raise OutputExistsError(f"{summary_path} exists: this cross-validation is finished; pass --force to "
                                 "redo the summary (finished folds are reused) or choose another --out")
-    cfgs = [fold_config(config, overrides, folds, i, protocol, seed) for i in range(folds)]  # validate first
+    cfgs = {i: fold_config(config, overrides, folds, i, protocol, seed) for i in chosen}  # validate first
     rows, seconds = [], []
-    for i, cfg in enumerate(cfgs):
+    for i, cfg in cfgs.items():
         run_dir = out / f"fold{i}"
         eval_json = run_dir / "eval" / "metrics.json"
         t0 = time.perf_counter()
@@ -87,22 +96,26 @@ def run_crossval(config: str | Path, overrides: Sequence[str] = (), out_dir: str
         seconds.append(round(time.perf_counter() - t0, 1))
         rows.append({"fold": i, **fold_row(metrics)})
         log.info("crossval: fold %d: %s", i, {k: v for k, v in rows[-1].items() if k in ("macro_f1", "valence_auc")})
+    first = cfgs[chosen[0]]
     summary = {
-        "config": str(config), "overrides": list(overrides), "folds": folds, "protocol": protocol,
-        "protocol_description": PROTOCOLS[protocol], "split_seed": cfgs[0].data.split_seed,
-        "mode": cfgs[0].mode, "model": cfgs[0].model.name, "data_root": cfgs[0].data.root,
+        "config": str(config), "overrides": list(overrides), "folds": folds, "folds_summarised": chosen,
+        "protocol": protocol, "protocol_description": PROTOCOLS[protocol], "split_seed": first.data.split_seed,
+        "mode": first.mode, "model": first.model.name, "data_root": first.data.root,
         "per_fold": rows, "seconds_per_fold_this_call": seconds,
         "mean_std": fold_summary([{k: v for k, v in r.items() if k != "fold"} for r in rows]),
     }
     atomic_write_json(summary_path, summary)
-    atomic_write_text(out / "crossval.md", crossval_markdown(summary))
+    atomic_write_text(out / f"{stem}.md", crossval_markdown(summary))
     return summary
 
 
 def crossval_markdown(summary: dict[str, Any]) -> str:
     """Per-fold rows and the mean ± std line as a markdown table."""
     keys = [k for k in (*QUADRANT_KEYS, "valence_ccc", "arousal_ccc") if k in summary["mean_std"]]
-    lines = [f"# Cross-validation: {summary['model']} ({summary['mode']}), {summary['folds']} folds",
+    done = summary.get("folds_summarised", list(range(summary["folds"])))
+    which = (f"{summary['folds']} folds" if len(done) == summary["folds"] else
+             f"folds {', '.join(map(str, done))} of {summary['folds']} only (a partial run: not the full protocol)")
+    lines = [f"# Cross-validation: {summary['model']} ({summary['mode']}), {which}",
              "", f"Protocol: {summary['protocol_description']}; split seed {summary['split_seed']}.", "",
              "| fold | test songs | " + " | ".join(keys) + " |", "|---|---:|" + "---:|" * len(keys)]
     for r in summary["per_fold"]:
@@ -117,7 +130,9 @@ def crossval_markdown(summary: dict[str, Any]) -> str:
 def summary_lines(summary: dict[str, Any]) -> list[str]:
     """A few human lines for the CLI."""
     ms = summary["mean_std"]
-    out = [f"{summary['folds']}-fold cross-validation ({summary['protocol']}), {summary['model']}:"]
+    done = summary.get("folds_summarised", list(range(summary["folds"])))
+    part = "" if len(done) == summary["folds"] else f", folds {', '.join(map(str, done))} only"
+    out = [f"{summary['folds']}-fold cross-validation ({summary['protocol']}{part}), {summary['model']}:"]
     for k in (*QUADRANT_KEYS, "valence_ccc", "arousal_ccc"):
         if k in ms:
             out.append(f"  {k:17s} {_fmt(ms[k]['mean'])} ± {_fmt(ms[k]['std'])}")
