@@ -404,7 +404,7 @@ def _cmd_crossval(sub: argparse._SubParsersAction) -> None:
                         "a later run without it reuses them")
 
     def run(a: argparse.Namespace) -> int:
-        from deam_mamba.experiments.crossval import run_crossval, summary_lines
+        from deam_mamba.experiments.crossval import run_crossval, summary_lines, table_path
 
         if a.folds < 2:
             raise ConfigError(f"--folds must be at least 2, got {a.folds}")
@@ -418,8 +418,7 @@ def _cmd_crossval(sub: argparse._SubParsersAction) -> None:
         s = run_crossval(a.config, a.overrides, out_dir=a.out, folds=a.folds, protocol=a.protocol, seed=a.seed,
                          bootstrap=a.bootstrap, force=a.force, only=only)
         print("\n".join(summary_lines(s)))
-        stem = "crossval" if len(s["folds_summarised"]) == a.folds else "crossval_partial"
-        print(f"table: {Path(a.out) / (stem + '.md')}")
+        print(f"table: {table_path(a.out, s)}")
         return 0
 
     p.set_defaults(func=run)

@@ -72,8 +72,7 @@ def run_crossval(config: str | Path, overrides: Sequence[str] = (), out_dir: str
         raise ConfigError(f"folds to run {list(only or [])} must be among 0..{folds - 1}")
     partial = len(chosen) < folds
     out = Path(out_dir)
-    stem = "crossval_partial" if partial else "crossval"
-    summary_path = out / f"{stem}.json"
+    summary_path = out / f"{_stem(partial)}.json"
     if summary_path.exists() and not force and not partial:
         raise OutputExistsError(f"{summary_path} exists: this cross-validation is finished; pass --force to "
                                 "redo the summary (finished folds are reused) or choose another --out")
@@ -105,16 +104,31 @@ def run_crossval(config: str | Path, overrides: Sequence[str] = (), out_dir: str
         "mean_std": fold_summary([{k: v for k, v in r.items() if k != "fold"} for r in rows]),
     }
     atomic_write_json(summary_path, summary)
-    atomic_write_text(out / f"{stem}.md", crossval_markdown(summary))
+    atomic_write_text(table_path(out, summary), crossval_markdown(summary))
     return summary
+
+
+def _stem(partial: bool) -> str:
+    return "crossval_partial" if partial else "crossval"
+
+
+def _partial_folds(summary: dict[str, Any]) -> str | None:
+    """``"0, 1, 2"`` when the summary holds only some folds, else None."""
+    done = summary["folds_summarised"]
+    return ", ".join(map(str, done)) if len(done) < summary["folds"] else None
+
+
+def table_path(out_dir: str | Path, summary: dict[str, Any]) -> Path:
+    """Where :func:`run_crossval` writes the markdown table of ``summary``."""
+    return Path(out_dir) / f"{_stem(_partial_folds(summary) is not None)}.md"
 
 
 def crossval_markdown(summary: dict[str, Any]) -> str:
     """Per-fold rows and the mean ± std line as a markdown table."""
     keys = [k for k in (*QUADRANT_KEYS, "valence_ccc", "arousal_ccc") if k in summary["mean_std"]]
-    done = summary.get("folds_summarised", list(range(summary["folds"])))
-    which = (f"{summary['folds']} folds" if len(done) == summary["folds"] else
-             f"folds {', '.join(map(str, done))} of {summary['folds']} only (a partial run: not the full protocol)")
+    part = _partial_folds(summary)
+    which = (f"{summary['folds']} folds" if part is None else
+             f"folds {part} of {summary['folds']} only (a partial run: not the full protocol)")
     lines = [f"# Cross-validation: {summary['model']} ({summary['mode']}), {which}",
              "", f"Protocol: {summary['protocol_description']}; split seed {summary['split_seed']}.", "",
              "| fold | test songs | " + " | ".join(keys) + " |", "|---|---:|" + "---:|" * len(keys)]
@@ -130,9 +144,9 @@ def crossval_markdown(summary: dict[str, Any]) -> str:
 def summary_lines(summary: dict[str, Any]) -> list[str]:
     """A few human lines for the CLI."""
     ms = summary["mean_std"]
-    done = summary.get("folds_summarised", list(range(summary["folds"])))
-    part = "" if len(done) == summary["folds"] else f", folds {', '.join(map(str, done))} only"
-    out = [f"{summary['folds']}-fold cross-validation ({summary['protocol']}{part}), {summary['model']}:"]
+    part = _partial_folds(summary)
+    scope = "" if part is None else f", folds {part} only"
+    out = [f"{summary['folds']}-fold cross-validation ({summary['protocol']}{scope}), {summary['model']}:"]
     for k in (*QUADRANT_KEYS, "valence_ccc", "arousal_ccc"):
         if k in ms:
             out.append(f"  {k:17s} {_fmt(ms[k]['mean'])} ± {_fmt(ms[k]['std'])}")

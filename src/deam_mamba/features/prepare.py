@@ -76,7 +76,7 @@ def same_audio(stored: dict[str, Any] | None, path: str | Path, fp: dict[str, An
         return None
     cheap = ("size", "mtime_ns", "edge_sha1")
     if all(stored.get(k) == fp[k] for k in cheap):
-        return {**stored, **fp}
+        return stored
     if "sha1" not in stored or stored.get("size") != fp["size"] or stored.get("edge_sha1") != fp["edge_sha1"]:
         return None
     return {**fp, "sha1": stored["sha1"]} if file_sha1(path) == stored["sha1"] else None
@@ -253,11 +253,10 @@ def build_cache(
 
     def collect(res: dict[str, Any]) -> None:
         sid = int(res["song_id"])
-        if "sha1" not in fps[sid]:  # the whole-file hash lets a copy with new timestamps reuse this entry
-            try:
-                fps[sid]["sha1"] = file_sha1(handler.audio_path(sid))
-            except OSError:
-                pass
+        try:  # with the whole-file hash, a copy of this file with new timestamps reuses the entry
+            fps[sid] = audio_fingerprint(handler.audio_path(sid), content=True)
+        except OSError:
+            pass
         if "error" in res:
             skipped.append({"song_id": sid, "file": str(handler.audio_path(sid)), "reason": res["error"],
                             "fingerprint": fps[sid]})

@@ -133,7 +133,7 @@ def build_teacher_cache(corpus: Any, ids: list[int], cache_dir: str | Path, teac
     if index.get("settings") != teacher_settings(hop_seconds):
         index = {}
     songs: dict[str, Any] = dict(index.get("songs", {}))
-    todo: list[tuple[int, Path, dict[str, Any]]] = []
+    todo: list[tuple[int, Path]] = []
     refreshed = False
     for sid in ids:
         audio = Path(corpus.audio_path(sid))
@@ -144,7 +144,7 @@ def build_teacher_cache(corpus: Any, ids: list[int], cache_dir: str | Path, teac
             refreshed |= kept != entry["fingerprint"]
             songs[str(sid)] = {**entry, "fingerprint": kept}
             continue
-        todo.append((int(sid), audio, fp))
+        todo.append((int(sid), audio))
     skipped_before = {int(s["song_id"]) for s in index.get("skipped", [])}
     index = {"settings": teacher_settings(hop_seconds), "teacher_file": str(teacher.resolve()), "teacher_sha1": sha1,
              "songs": songs, "skipped": [s for s in index.get("skipped", []) if int(s["song_id"]) not in
@@ -161,7 +161,7 @@ def build_teacher_cache(corpus: Any, ids: list[int], cache_dir: str | Path, teac
     hop = hop_frames(hop_seconds)
     (root / "songs").mkdir(parents=True, exist_ok=True)
     last_save = time.monotonic()
-    for sid, audio, fp in tqdm(todo, desc="teacher targets", unit="song", disable=not progress, leave=False):
+    for sid, audio in tqdm(todo, desc="teacher targets", unit="song", disable=not progress, leave=False):
         try:
             wave = load_audio(audio, target_sr=mn.SAMPLE_RATE, mono=True)[0]
             vec = teacher_vectors(model, wave, hop, device)
@@ -175,7 +175,7 @@ def build_teacher_cache(corpus: Any, ids: list[int], cache_dir: str | Path, teac
         with atomic_path(root / rel) as tmp, open(tmp, "wb") as fh:
             np.save(fh, arr, allow_pickle=False)
         songs[str(sid)] = {"file": rel, "patches": len(arr), "duration_s": duration,
-                           "fingerprint": {**fp, "sha1": file_sha1(audio)}}
+                           "fingerprint": audio_fingerprint(audio, content=True)}
         if time.monotonic() - last_save > SAVE_EVERY_S:
             _write_index(root, index)
             last_save = time.monotonic()
