@@ -12,14 +12,15 @@ import torch
 from _deam_tree import PROBLEM_IDS, write_audio, write_deam_tree
 
 from deam_mamba.cli import main as cli_main
-from deam_mamba.config import FeatureConfig
+from deam_mamba.config import FeatureConfig, load_config
 from deam_mamba.core.errors import CacheError, OutputExistsError, UnknownSongError
 from deam_mamba.data.audio import load_audio
 from deam_mamba.data.deam import DEAMHandler
 from deam_mamba.features import prepare as cache_mod
 from deam_mamba.features.cache import FeatureCache
 from deam_mamba.features.logmel import LogMel, compute_norm_stats
-from deam_mamba.features.prepare import audio_fingerprint, build_cache, same_audio
+from deam_mamba.features.prepare import audio_drift, audio_fingerprint, build_cache, same_audio
+from deam_mamba.features.splits import open_data
 
 CORRUPT = PROBLEM_IDS["corrupt_audio"]
 CFG = FeatureConfig(n_mels=64)  # smaller arrays, same code path
@@ -225,3 +226,34 @@ def test_norm_stats_train_only_streamed_and_stored(tree: Path, tmp_path: Path) -
     again = FeatureCache(cdir).norm_stats(list(reversed(train)))  # same set, any order: read back
     np.testing.assert_array_equal(again.mean, stats.mean)
     assert len(list((fc.root / "norm").glob("*.json"))) == 2
+
+
+def test_open_data_recomputes_audio_edited_after_prepare(tree: Path, tmp_path: Path, caplog) -> None:
+    """train/evaluate open their data through open_data: an audio file edited after prepare gets new features
+    there (not stale ones), touched-only files are remembered without recomputing, a clean cache is not rewritten."""
+    cfg = load_config(None, [f"data.root={tree}", f"data.cache={tmp_path / 'cache'}", "features.n_mels=64",
+                             "data.prepare_workers=0", "train.progress=false"])
+    _, cache, _ = open_data(cfg)
+    index = cache.root / "index.json"
+    built = index.stat().st_mtime_ns
+    handler = DEAMHandler(tree)
+    assert audio_drift(cache, handler.audio_path, handler.ids) == {"changed": [], "touched": [], "unknown": []}
+    open_data(cfg)
+    assert index.stat().st_mtime_ns == built  # nothing changed: the index is left alone
+    before = cache.features(3).copy()
+    write_audio(Path(handler.audio_path(3)), 48000, 2, seconds=2.5, freq=1234.0)
+    p4 = Path(handler.audio_path(4))
+    os.utime(p4, ns=(p4.stat().st_atime_ns, p4.stat().st_mtime_ns + 10**9))
+    legacy = json.loads(index.read_text())  # an entry from before whole-file hashes, then touched: cannot tell
+    del legacy["songs"]["2"]["fingerprint"]["sha1"]
+    index.write_text(json.dumps(legacy))
+    p2 = Path(handler.audio_path(2))
+    os.utime(p2, ns=(p2.stat().st_atime_ns, p2.stat().st_mtime_ns + 10**9))
+    cache = FeatureCache(cache.root)
+    assert audio_drift(cache, handler.audio_path, handler.ids) == {"changed": [3], "touched": [4], "unknown": [2]}
+    with caplog.at_level("INFO", logger="deam_mamba.features.splits"):
+        _, cache, _ = open_data(cfg)
+    assert "1 audio files changed since it was built (e.g. song 3)" in caplog.text and "1 audio files have new" \
+        in caplog.text and "too old" in caplog.text
+    assert cache.features(3).shape[1] > before.shape[1]
+    assert audio_drift(cache, handler.audio_path, handler.ids) == {"changed": [], "touched": [], "unknown": []}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -303,3 +304,12 @@ def test_reused_cache_names_the_files_it_leaves_out(tmp_path: Path, caplog: pyte
         open_corpus(cfg, progress=False)  # reused, not rebuilt
     assert any("1 of 3 audio files are left out" in r.getMessage() and "skipped.csv" in r.getMessage()
                for r in caplog.records)
+    shutil.copy(audio / "song0.wav", audio / "broken.wav")  # repaired: retried without deleting the cache
+    _, cache = open_corpus(cfg, progress=False)
+    assert len(cache.ids) == 3 and not cache.skipped
+    before = cache.features(cache.ids[0]).copy()
+    _write_wavs(tmp_path / "other", n=2, seconds=2.0)  # songs edited in place after the cache was built
+    for name in ("song0.wav", "song1.wav"):
+        shutil.copy(tmp_path / "other" / name, audio / name)
+    _, cache = open_corpus(cfg, progress=False)
+    assert cache.features(cache.ids[0]).shape[1] > before.shape[1]

@@ -19,7 +19,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 
 _WORKER: dict[str, Any] = {}
 _HASH_EDGE = 1 << 16  # fingerprint hashes the first and last 64 KiB of each audio file
+_CHEAP = ("size", "mtime_ns", "edge_sha1")  # the fingerprint without a whole-file read
 
 
 def audio_fingerprint(path: str | Path, content: bool = False) -> dict[str, Any]:
@@ -74,12 +75,58 @@ def same_audio(stored: dict[str, Any] | None, path: str | Path, fp: dict[str, An
     """
     if not stored:
         return None
-    cheap = ("size", "mtime_ns", "edge_sha1")
-    if all(stored.get(k) == fp[k] for k in cheap):
+    if all(stored.get(k) == fp[k] for k in _CHEAP):
         return stored
     if "sha1" not in stored or stored.get("size") != fp["size"] or stored.get("edge_sha1") != fp["edge_sha1"]:
         return None
     return {**fp, "sha1": stored["sha1"]} if file_sha1(path) == stored["sha1"] else None
+
+
+def audio_drift(cache: Any, audio_path: Callable[[int], str | Path], ids: Iterable[int]) -> dict[str, list[int]]:
+    """Which of ``ids`` (songs or skips of ``cache``, a :class:`~deam_mamba.features.cache.FeatureCache`) no longer
+    match their audio file (``audio_path(id)``): ``{"changed": [...], "touched": [...], "unknown": [...]}``.
+
+    ``changed``: edited, replaced or unreadable since the cache was built (their features are stale); ``touched``:
+    the same bytes under new timestamps (features still good; the index should learn the new mtimes so later
+    runs need not hash them); ``unknown``: new timestamps, same size and edges, in an entry written before
+    fingerprints held the whole-file hash (recomputed to be safe). Songs the cache does not hold at all are not
+    listed. Cost: a stat and two 64 KiB reads per file, plus a whole-file hash for each touched one.
+    """
+    entries = {str(s["song_id"]): s for s in cache.skipped}
+    entries.update(cache.index.get("songs", {}))
+    drift: dict[str, list[int]] = {"changed": [], "touched": [], "unknown": []}
+    for sid in ids:
+        entry = entries.get(str(int(sid)))
+        if entry is None:
+            continue
+        stored = entry.get("fingerprint")
+        try:
+            fp = audio_fingerprint(audio_path(sid))
+        except OSError:  # gone or unreadable: stale, unless it was already unreadable when skipped
+            if stored is not None:
+                drift["changed"].append(int(sid))
+            continue
+        kept = same_audio(stored, audio_path(sid), fp)
+        if kept is None:
+            legacy = stored and "sha1" not in stored and all(stored.get(k) == fp[k] for k in ("size", "edge_sha1"))
+            drift["unknown" if legacy else "changed"].append(int(sid))
+        elif kept is not stored:
+            drift["touched"].append(int(sid))
+    return drift
+
+
+def drift_reason(drift: dict[str, list[int]]) -> str | None:
+    """A log phrase for :func:`audio_drift`'s answer, or None when every file matches its cache entry."""
+    parts = []
+    if drift["changed"]:
+        parts.append(f"{len(drift['changed'])} audio files changed since it was built (e.g. song "
+                     f"{drift['changed'][0]})")
+    if drift["unknown"]:
+        parts.append(f"{len(drift['unknown'])} audio files have new timestamps and entries too old (no whole-file "
+                     "hash) to tell whether they changed")
+    if drift["touched"]:
+        parts.append(f"{len(drift['touched'])} audio files have new timestamps but the same bytes")
+    return "; ".join(parts) or None
 
 
 def _init_worker(cfg_dict: dict[str, Any], threads: int = 1) -> None:

@@ -14,7 +14,7 @@ from deam_mamba.data.base import MusicDataset
 from deam_mamba.data.deam import DEAMHandler
 from deam_mamba.data.registry import dataset_split, open_dataset
 from deam_mamba.features.cache import FeatureCache
-from deam_mamba.features.prepare import build_cache
+from deam_mamba.features.prepare import audio_drift, build_cache, drift_reason
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +37,10 @@ def open_data(cfg: Config, info: DistInfo | None = None, build: bool = True
     """``(dataset, cache, splits)``: the dataset, an up-to-date feature cache, train/val/test ids.
 
     The cache is (re)built by rank 0 when missing, built with other feature settings (the cache
-    keys its folders by :meth:`FeatureConfig.key`) or lacking songs of the dataset (songs that
-    could not be decoded at prepare time are not retried); other ranks wait. Split ids absent from the
-    cache are dropped with a warning.
+    keys its folders by :meth:`FeatureConfig.key`), lacking songs of the dataset (songs that
+    could not be decoded at prepare time are not retried) or when audio files changed since it was
+    built (:func:`~deam_mamba.features.prepare.audio_drift`; only those are recomputed); other ranks
+    wait. Split ids absent from the cache are dropped with a warning.
     """
     info = info or DistInfo()
     handler = open_run_dataset(cfg.data)
@@ -52,8 +53,8 @@ def open_data(cfg: Config, info: DistInfo | None = None, build: bool = True
             cache = FeatureCache(cache_dir, cfg.features)
             skipped = set(int(x["song_id"]) for x in cache.skipped)  # undecodable at prepare time
             missing = needed - set(int(i) for i in cache.ids) - skipped
-            if missing:
-                reason = f"{len(missing)} songs missing"
+            changed = drift_reason(audio_drift(cache, handler.audio_path, needed))
+            reason = "; ".join(filter(None, [f"{len(missing)} songs missing" if missing else None, changed])) or None
         except CacheError as exc:
             reason = str(exc)
         if reason:

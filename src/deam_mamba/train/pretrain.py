@@ -34,7 +34,7 @@ from deam_mamba.data.folders import AudioFolders
 from deam_mamba.features.cache import FeatureCache
 from deam_mamba.features.chunks import chunk_layout
 from deam_mamba.features.logmel import NormStats
-from deam_mamba.features.prepare import build_cache
+from deam_mamba.features.prepare import audio_drift, build_cache, drift_reason
 from deam_mamba.inference.files import collect_audio_files
 from deam_mamba.models.pretrain import (
     FORMAT,
@@ -129,6 +129,8 @@ def open_corpus(cfg: Config, progress: bool = True) -> tuple[AudioFolders, Featu
         gone = set(cache.ids) - set(corpus.ids)
         if lacking or gone:
             reason = f"{len(lacking)} files new, {len(gone)} gone"
+        else:
+            reason = drift_reason(audio_drift(cache, corpus.audio_path, corpus.ids))
     except CacheError as exc:
         reason = str(exc)
     if reason:
@@ -137,7 +139,7 @@ def open_corpus(cfg: Config, progress: bool = True) -> tuple[AudioFolders, Featu
         cache = FeatureCache(cache_dir, cfg.features)
     elif cache.skipped:  # a reused cache: its skipped files are left out of this run too -- say so every time
         log.warning("%d of %d audio files are left out: they could not be decoded when %s was built (listed with "
-                    "the reasons in %s); fix or remove them and delete that cache to retry", len(cache.skipped),
+                    "the reasons in %s); fix or replace them to retry (a changed file is retried)", len(cache.skipped),
                     len(corpus), cache_dir, cache.root / "skipped.csv")
     return corpus, cache
 
