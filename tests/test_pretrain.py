@@ -80,7 +80,6 @@ def test_pretrain_run_folder_and_resume(pretrain_run: Path) -> None:
     assert meta["kind"] == "pretrain" and meta["files"] == 4
     # resume: continues from the saved step (2) up to the new max_steps
     run2 = pretrain_run.parent / "run_resumed"
-    import shutil
 
     shutil.copytree(pretrain_run, run2)
     assert main(["pretrain", "--resume", str(run2), "train.max_steps=4"]) == 0
