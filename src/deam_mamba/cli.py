@@ -287,10 +287,14 @@ def _cmd_prepare(sub: argparse._SubParsersAction) -> None:
 # --- pretrain (issue 15: self-supervised pretraining on unlabelled audio) -------------------------
 
 def _cmd_pretrain(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("pretrain", help="self-supervised pretraining (masked log-mel patches) on folders of audio",
-                       description="Pretrain a MambaVision backbone on any folders of audio (no labels): masked "
-                                   "spectrogram patch reconstruction through the feature cache (data.cache). "
-                                   "Resumable (--resume RUN). Fine-tune with `deam-mamba train ... model.init=RUN`.")
+    p = sub.add_parser("pretrain", help="pretrain a backbone without labels on folders of audio (masked patches, "
+                                        "contrastive crops or MusiCNN distillation)",
+                       description="Pretrain a MambaVision backbone on any folders of audio (no labels) through the "
+                                   "feature cache (data.cache). pretrain.objective: mask (masked spectrogram patch "
+                                   "reconstruction, the default), contrast (two crops of one song), both (mask + "
+                                   "contrast), distill (regress the MusiCNN teacher's embeddings and tags; the best "
+                                   "on 4Q, see docs/pretraining.md) or mask+distill. Resumable (--resume RUN). "
+                                   "Fine-tune with `deam-mamba train ... model.init=RUN`.")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides")
     p.add_argument("--data", nargs="+", metavar="FOLDER", help="audio folders or files (every format predict "
                                                                 "reads); with --resume: default the run's own")
