@@ -41,7 +41,7 @@ from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold  # noqa: 
 from sklearn.pipeline import Pipeline  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 
-from deam_mamba.core.io import atomic_write_json, atomic_write_text  # noqa: E402
+from deam_mamba.core.io import atomic_write_json  # noqa: E402
 from deam_mamba.evaluation.quadrants import axis_scores  # noqa: E402
 from deam_mamba.features.cache import FeatureCache  # noqa: E402
 from deam_mamba.features.chunks import make_chunks  # noqa: E402
@@ -161,13 +161,9 @@ def main() -> int:
               "last_run": {"date": started, "load_average_start": list(load), "load_average_end": list(os.getloadavg()),
                            "torch_threads": torch.get_num_threads(), "command": " ".join(sys.argv)}}
     atomic_write_json(args.out, merged)
-    lines = ["| checkpoint | step | macro-F1 | valence AUC | arousal AUC |", "|---|---:|---:|---:|---:|"]
-    for name, r in merged["checkpoints"].items():
-        s = r["summary"]
-        lines.append(f"| {name} | {r.get('step') or '-'} | {b4._ms(s, 'macro_f1')} | {b4._ms(s, 'valence_auc')} | "
-                     f"{b4._ms(s, 'arousal_auc')} |")
-    atomic_write_text(args.out.with_suffix(".md"), "\n".join(lines) + "\n")
-    print("\n".join(lines))
+    print(b4.write_score_table(args.out.with_suffix(".md"), ["checkpoint", "step"],
+                               [([name, str(r.get("step") or "-")], r["summary"])
+                                for name, r in merged["checkpoints"].items()]))
     return 0
 
 

@@ -38,7 +38,7 @@ from sklearn.model_selection import StratifiedGroupKFold  # noqa: E402
 from sklearn.pipeline import Pipeline, make_pipeline  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 
-from deam_mamba.core.io import atomic_write_json, atomic_write_text  # noqa: E402
+from deam_mamba.core.io import atomic_write_json  # noqa: E402
 from deam_mamba.evaluation.quadrants import axis_scores  # noqa: E402
 
 C_GRID = [0.001, 0.01, 0.1, 1.0, 10.0]
@@ -128,14 +128,9 @@ def main() -> int:
            "run": {"date": started, "load_average_start": list(load), "load_average_end": list(os.getloadavg()),
                    "command": " ".join(sys.argv)}}
     atomic_write_json(args.out, out)
-    lines = ["| features | head | macro-F1 | valence AUC | arousal AUC |", "|---|---|---:|---:|---:|"]
-    for name, by_head in results.items():
-        for head, r in by_head.items():
-            s = r["summary"]
-            lines.append(f"| {name} | {head} | {b4._ms(s, 'macro_f1')} | {b4._ms(s, 'valence_auc')} | "
-                         f"{b4._ms(s, 'arousal_auc')} |")
-    atomic_write_text(args.out.with_suffix(".md"), "\n".join(lines) + "\n")
-    print("\n".join(lines))
+    print(b4.write_score_table(args.out.with_suffix(".md"), ["features", "head"],
+                               [([name, head], r["summary"]) for name, by_head in results.items()
+                                for head, r in by_head.items()]))
     return 0
 
 

@@ -643,6 +643,19 @@ def _ms(summary: dict[str, Any], key: str) -> str:
     return f"{s['mean']:.3f} ± {s['std']:.3f}" if s.get("std") is not None else f"{s['mean']:.3f}"
 
 
+def write_score_table(path: Path, columns: list[str], rows: list[tuple[list[str], dict[str, Any]]]) -> str:
+    """A markdown table written atomically to ``path`` (and returned): the ``columns`` named, then macro-F1, valence
+    AUC and arousal AUC (mean ± std over folds) of each row ``(cells, summary)``."""
+    lines = ["| " + " | ".join([*columns, "macro-F1", "valence AUC", "arousal AUC"]) + " |",
+             "|" + "---|" * len(columns) + "---:|---:|---:|"]
+    for cells, s in rows:
+        lines.append("| " + " | ".join([*cells, *(_ms(s, k) for k in ("macro_f1", "valence_auc", "arousal_auc"))])
+                     + " |")
+    text = "\n".join(lines) + "\n"
+    atomic_write_text(path, text)
+    return text
+
+
 def markdown_table(result: dict[str, Any]) -> str:
     """Model, protocol, macro-F1 / accuracy / valence AUC / arousal AUC (mean ± std over folds), train s/fold."""
     folds = result.get("folds", {})
