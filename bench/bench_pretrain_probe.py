@@ -9,6 +9,10 @@ clip's chunks -> ``[2 * num_features]``. A logistic regression (StandardScaler, 
 artist-grouped inner folds, macro-F1) is fitted on each fold's training clips and scored on its test clips: the
 same artist-disjoint 5 folds as ``bench_real_4q.py`` (imported from it), so the numbers line up with its table.
 
+``--distill-outputs NAME=RUN`` probes a ``pretrain.objective=distill`` network through its distillation head (its
+per-chunk predictions of the teacher's embedding + tags, pooled the same way); ``--reference musicnn_msd`` probes the
+teacher's own features (``bench_real_4q.py``'s cache) on the same clips and folds, the ceiling distillation aims at.
+
 The F1 of a linear probe is a cheap stand-in for the curve "F1 against pretraining time": fine-tuning every
 checkpoint on 5 folds costs ~70 CPU minutes each. Results: ``--out`` (JSON, merged by checkpoint name) + ``.md``.
 
@@ -41,17 +45,44 @@ from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold  # noqa: 
 from sklearn.pipeline import Pipeline  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 
+from deam_mamba.config.load import config_from_dict  # noqa: E402
 from deam_mamba.core.io import atomic_write_json  # noqa: E402
 from deam_mamba.evaluation.quadrants import axis_scores  # noqa: E402
 from deam_mamba.features.cache import FeatureCache  # noqa: E402
 from deam_mamba.features.chunks import make_chunks  # noqa: E402
 from deam_mamba.features.logmel import compute_norm_stats  # noqa: E402
 from deam_mamba.models.finetune import load_backbone_tensors  # noqa: E402
+from deam_mamba.models.pretrain import build_pretrain_model  # noqa: E402
 from deam_mamba.models.registry import create_model  # noqa: E402
 from deam_mamba.runs import checkpoint as ck  # noqa: E402
 from deam_mamba.train.finetune import resolve_init  # noqa: E402
 
 C_GRID = [0.001, 0.01, 0.1, 1.0]
+
+
+class DistillOutputs(torch.nn.Module):
+    """A distillation-pretrained network whose ``forward_features`` is its predicted teacher vector per chunk."""
+
+    def __init__(self, net: torch.nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:  # [B, 1, M, T] -> [B, teacher dim]
+        return self.net.distill(x)
+
+
+def load_distill_outputs(source: str) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The whole pretraining network of a ``pretrain.objective=distill`` run or checkpoint, frozen, as a
+    :class:`DistillOutputs` (its predictions of the teacher's embedding + tags)."""
+    weights, cfg_data = resolve_init(source)
+    tensors, meta = ck.read_weights(weights)
+    heads = sorted(k for k in tensors if k.startswith("distill_head.") and k.endswith(".weight"))
+    if not heads or cfg_data is None:
+        raise SystemExit(f"{weights}: not a distillation checkpoint with its config (needs distill_head.* tensors)")
+    net = build_pretrain_model(config_from_dict(cfg_data), distill_dim=tensors[heads[-1]].shape[0])
+    net.load_state_dict(tensors)
+    return DistillOutputs(net).eval(), {"source": source, "file": str(weights), "outputs": "distill head",
+                                        "step": int(meta["step"]) if meta.get("step") else None}
 
 
 def load_backbone(model_name: str, source: str, seed: int) -> tuple[torch.nn.Module, dict[str, Any]]:
@@ -108,8 +139,15 @@ def main() -> int:
     ap.add_argument("--root", type=Path, default=b4.DEFAULT_ROOT, help="4Q dataset folder")
     ap.add_argument("--cache", type=Path, required=True, help="deam-mamba feature cache of the 4Q clips "
                     "(deam-mamba prepare --data ROOT --cache DIR; 128 mels as the pretraining config)")
-    ap.add_argument("--checkpoint", action="append", default=[], metavar="NAME=SOURCE", required=True,
+    ap.add_argument("--checkpoint", action="append", default=[], metavar="NAME=SOURCE",
                     help="pretraining checkpoint file or run folder, or 'random' (repeatable)")
+    ap.add_argument("--distill-outputs", action="append", default=[], metavar="NAME=SOURCE",
+                    help="a distillation checkpoint or run probed through its distillation head: the predicted "
+                         "teacher vectors instead of the backbone features (repeatable)")
+    ap.add_argument("--reference", action="append", default=[], metavar="FEATURE_SET",
+                    help=f"also probe a bench_real_4q feature set on the same clips ({', '.join(b4.FEATURE_SETS)}; "
+                         "from its --work cache), e.g. musicnn_msd = the teacher itself (repeatable)")
+    ap.add_argument("--work", type=Path, default=ROOT / "bench" / "_work", help="bench_real_4q's feature caches")
     ap.add_argument("--model", default="mambavision_audio")
     ap.add_argument("--chunk-seconds", type=float, default=4.0)
     ap.add_argument("--hop-seconds", type=float, default=2.0)
@@ -119,6 +157,10 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "pretrain_probe.json")
     args = ap.parse_args()
+    if unknown := [r for r in args.reference if r not in b4.FEATURE_SETS]:
+        ap.error(f"unknown --reference {unknown}; known: {', '.join(b4.FEATURE_SETS)}")
+    if not (args.checkpoint or args.distill_outputs or args.reference):
+        ap.error("nothing to probe: give --checkpoint, --distill-outputs or --reference")
     if args.threads:
         torch.set_num_threads(args.threads)
     if not args.root.is_dir():
@@ -135,13 +177,20 @@ def main() -> int:
     load = os.getloadavg()
     started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     results: dict[str, Any] = {}
-    keep = np.ones(len(ids), bool)
-    for pair in args.checkpoint:
+    jobs = [("backbone", p) for p in args.checkpoint] + [("distill", p) for p in args.distill_outputs] + \
+        [("reference", f"ref:{r}={r}") for r in args.reference]
+    for kind, pair in jobs:
         name, _, source = pair.partition("=")
-        model, info = load_backbone(args.model, source, args.seed)
         t0 = time.perf_counter()
-        emb = embed_clips(model, cache, ids, args.chunk_seconds, args.hop_seconds)
+        if kind == "reference":  # a feature set as bench_real_4q computes it (NaN rows: clips it failed on)
+            emb = b4.load_features(source, songs, args.work.resolve(), workers=2)["X"]
+            info: dict[str, Any] = {"source": f"bench_real_4q {source}: {b4.FEATURE_SETS[source].description}"}
+        else:
+            model, info = (load_distill_outputs(source) if kind == "distill"
+                           else load_backbone(args.model, source, args.seed))
+            emb = embed_clips(model, cache, ids, args.chunk_seconds, args.hop_seconds)
         embed_s = time.perf_counter() - t0
+        keep = ~np.isnan(emb).any(axis=1)
         key = f"emb_{name}"
         probe = b4.Model((key,), lambda d, k=key: run_probe(d, k), "linear probe")
         r = b4.run_protocol(probe, proto, songs, {key: emb}, keep, args.seed, ROOT / "bench" / "_work", name)
