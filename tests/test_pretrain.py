@@ -290,6 +290,7 @@ def test_audio_folder_ids_are_stable(tmp_path: Path) -> None:
 def test_reused_cache_names_the_files_it_leaves_out(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A file that could not be decoded when the corpus cache was built stays out of later runs on that cache;
     each run says so (count, cache and skipped.csv) instead of dropping it silently."""
+    from deam_mamba.data.folders import path_id
     from deam_mamba.train.pretrain import open_corpus
 
     audio = _write_wavs(tmp_path / "audio", n=2, seconds=1.0)
@@ -306,9 +307,10 @@ def test_reused_cache_names_the_files_it_leaves_out(tmp_path: Path, caplog: pyte
     shutil.copy(audio / "song0.wav", audio / "broken.wav")  # repaired: retried without deleting the cache
     _, cache = open_corpus(cfg, progress=False)
     assert len(cache.ids) == 3 and not cache.skipped
-    before = cache.features(cache.ids[0]).copy()
+    song0 = path_id(audio / "song0.wav")  # ids hash the path, so cache.ids' order varies with tmp_path
+    before = cache.features(song0).copy()
     _write_wavs(tmp_path / "other", n=2, seconds=2.0)  # songs edited in place after the cache was built
     for name in ("song0.wav", "song1.wav"):
         shutil.copy(tmp_path / "other" / name, audio / name)
     _, cache = open_corpus(cfg, progress=False)
-    assert cache.features(cache.ids[0]).shape[1] > before.shape[1]
+    assert cache.features(song0).shape[1] > before.shape[1]
