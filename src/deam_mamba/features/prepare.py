@@ -77,9 +77,14 @@ def same_audio(stored: dict[str, Any] | None, path: str | Path, fp: dict[str, An
         return None
     if all(stored.get(k) == fp[k] for k in _CHEAP):
         return stored
-    if "sha1" not in stored or stored.get("size") != fp["size"] or stored.get("edge_sha1") != fp["edge_sha1"]:
+    if "sha1" not in stored or not _same_edges(stored, fp):
         return None
     return {**fp, "sha1": stored["sha1"]} if file_sha1(path) == stored["sha1"] else None
+
+
+def _same_edges(stored: dict[str, Any], fp: dict[str, Any]) -> bool:
+    """Same size and same first/last 64 KiB: only the mtime (or bytes in between) can differ."""
+    return stored.get("size") == fp["size"] and stored.get("edge_sha1") == fp["edge_sha1"]
 
 
 def audio_drift(cache: Any, audio_path: Callable[[int], str | Path], ids: Iterable[int]) -> dict[str, list[int]]:
@@ -99,16 +104,16 @@ def audio_drift(cache: Any, audio_path: Callable[[int], str | Path], ids: Iterab
         entry = entries.get(str(int(sid)))
         if entry is None:
             continue
-        stored = entry.get("fingerprint")
+        stored, path = entry.get("fingerprint"), audio_path(sid)
         try:
-            fp = audio_fingerprint(audio_path(sid))
+            fp = audio_fingerprint(path)
         except OSError:  # gone or unreadable: stale, unless it was already unreadable when skipped
             if stored is not None:
                 drift["changed"].append(int(sid))
             continue
-        kept = same_audio(stored, audio_path(sid), fp)
+        kept = same_audio(stored, path, fp)
         if kept is None:
-            legacy = stored and "sha1" not in stored and all(stored.get(k) == fp[k] for k in ("size", "edge_sha1"))
+            legacy = stored and "sha1" not in stored and _same_edges(stored, fp)
             drift["unknown" if legacy else "changed"].append(int(sid))
         elif kept is not stored:
             drift["touched"].append(int(sid))
