@@ -241,9 +241,14 @@ def _cmd_train(sub: argparse._SubParsersAction) -> None:
             best = {k: round(v, 4) for k, v in res.best_metrics.items() if k.startswith("val_ccc")}
             print(f"run {res.run_dir}: {res.epoch} epochs, {res.step} steps in {res.seconds:.0f} s"
                   f"{' (early stop)' if res.stopped_early else ''}; best {best} (mean pooling)")
-            if res.pooling:
+            if res.pooling and "val_attention" in res.pooling:
                 print(f"attention pooling (epoch {res.pooling['selected_epoch']}): val CCC "
                       f"{ {k: round(v, 4) for k, v in res.pooling['val_attention'].items()} }")
+            elif res.pooling:
+                p = res.pooling
+                inner = p["inner_scores"].get(repr(p["C"]), float("nan"))
+                print(f"linear song head ({p['task']}): C={p['C']:g} by {p['inner_folds']} inner folds of "
+                      f"{p['n_songs']} songs, {p['inner_metric']} {inner:.4f}")
         return 0
 
     p.set_defaults(func=run)

@@ -24,6 +24,7 @@ from deam_mamba.config.schema import (
                                     Config,
                                     DataConfig,
                                     FeatureConfig,
+                                    LinearHeadConfig,
                                     LossConfig,
                                     ModelConfig,
                                     OptimConfig,
@@ -33,6 +34,7 @@ from deam_mamba.config.schema import (
 
 __all__ = [
     "FEATURE_VERSION", "MODES", "POOLINGS", "SPLITS", "AttentionConfig", "ChunkConfig", "Config", "DataConfig",
-    "FeatureConfig", "LossConfig", "ModelConfig", "OptimConfig", "PretrainConfig", "TrainConfig", "apply_overrides",
+    "FeatureConfig", "LinearHeadConfig",
+    "LossConfig", "ModelConfig", "OptimConfig", "PretrainConfig", "TrainConfig", "apply_overrides",
     "config_from_dict", "config_to_dict", "dump_config", "load_config", "save_config",
 ]

@@ -93,7 +93,7 @@ class FeatureConfig:
 
 
 MODES = ("static", "dynamic", "quadrant")
-POOLINGS = ("mean", "attention")
+POOLINGS = ("mean", "attention", "linear")
 SPLITS = ("official2015", "random", "kfold")
 DATASET_KINDS = ("auto", "deam", "4q", "pmemo", "csv")
 FOLD_PROTOCOLS = ("artist", "random")
@@ -177,13 +177,34 @@ class AttentionConfig:
 
 
 @dataclass
+class LinearHeadConfig:
+    """The linear song head (``model.pooling: linear``), fitted after chunk training on the frozen best
+    backbone: mean + std of a song's chunk embeddings, standardised, then L2 logistic regression (quadrant
+    runs: four classes or two axes as ``loss.quadrant`` says, classes balanced) or ridge (static runs). The
+    inverse regularisation ``C`` (ridge: ``alpha = 1 / C``) is chosen from ``c_grid`` by ``inner_folds``
+    stratified, artist-disjoint folds of the training + validation songs (quadrant macro-F1; static: mean
+    CCC), then the head is refitted on all of them (see :mod:`deam_mamba.train.pool`)."""
+
+    c_grid: list[float] = field(default_factory=lambda: [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 1.0])
+    inner_folds: int = 5
+
+    def __post_init__(self) -> None:
+        if not self.c_grid or any(not (float(c) > 0) for c in self.c_grid):
+            raise ConfigError(f"model.linear.c_grid needs one or more values > 0, got {self.c_grid}")
+        if int(self.inner_folds) < 2:
+            raise ConfigError(f"model.linear.inner_folds must be >= 2, got {self.inner_folds}")
+
+
+@dataclass
 class ModelConfig:
     """Which registered model to build (``deam_mamba.models.create_model``) and its overrides."""
 
     name: str = "mambavision_audio"
     kwargs: dict[str, Any] = field(default_factory=dict)  # passed to create_model
-    pooling: str = "mean"  # song-level pooling: "mean" of chunk predictions | "attention" (static mode)
+    # song-level pooling: "mean" of chunk predictions | "attention" (static mode) | "linear" (static, quadrant)
+    pooling: str = "mean"
     attention: AttentionConfig = field(default_factory=AttentionConfig)
+    linear: LinearHeadConfig = field(default_factory=LinearHeadConfig)
     # fine-tuning: start from these weights (backbone only, the head stays new): a pretrain or train run
     # folder (its best, else last checkpoint) or a .safetensors file; tensors matched by name and shape
     init: str | None = None
@@ -368,5 +389,8 @@ class Config:
         if self.mode == "static" and self.data.scale is not None:
             parse_scale(self.data.scale)  # a bad name fails here, with what to write instead
         if self.model.pooling == "attention" and self.mode != "static":
-            raise ConfigError("model.pooling=attention pools song-level (static) targets; dynamic runs predict "
-                              "2 Hz curves per chunk: use model.pooling=mean with mode=dynamic")
+            raise ConfigError(f"model.pooling=attention pools song-level (static) targets, not mode={self.mode}: "
+                              "use model.pooling=linear for quadrant runs, model.pooling=mean for dynamic ones")
+        if self.model.pooling == "linear" and self.mode == "dynamic":
+            raise ConfigError("model.pooling=linear fits song-level targets; dynamic runs predict 2 Hz curves per "
+                              "chunk: use model.pooling=mean with mode=dynamic")

@@ -3,7 +3,7 @@
 Uses exactly what training used: the run's feature cache and split (from its resolved config), its
 training normalisation statistics, and the same song-level path as ``predict``
 (:class:`deam_mamba.inference.predictor.Predictor`: chunks with the evaluation hop, pooled per song: the mean,
-or the run's fitted attention pool when its config says ``model.pooling: attention``;
+or the run's fitted song head when its config says ``model.pooling: attention | linear``;
 ``metrics["pooling"]`` says which).
 
 * static runs: per dimension on the 1-9 scale MSE, RMSE, MAE, Pearson r, CCC, R² with bootstrap

@@ -142,7 +142,7 @@ def onnx_predictor(run_dir: str | Path, onnx_path: str | Path | None = None, bat
     """The predictor of ``run_dir`` with its network in ONNX Runtime (default file ``RUN_DIR/model.onnx``).
 
     The file must come from this run's config (digest check); the normalisation statistics come from the
-    file, the attention pool (if any) from the run folder."""
+    file, the song-level head (attention or linear pooling, if any) from the run folder."""
     run_dir = Path(run_dir)
     chunk_model = OnnxChunkModel(onnx_path if onnx_path is not None else run_dir / "model.onnx")
     meta = chunk_model.meta
@@ -152,8 +152,8 @@ def onnx_predictor(run_dir: str | Path, onnx_path: str | Path | None = None, bat
                               f"export it again: deam-mamba export {run_dir} --onnx {chunk_model.path} --force")
     norm = json.loads(meta.get("norm_stats", "null"))
     pool = None
-    if cfg.model.pooling == "attention":
-        pool = load_pool(pool_path(run_dir, int(meta["step"])))[0]
+    if cfg.model.pooling != "mean":
+        pool = load_pool(pool_path(run_dir, int(meta["step"])), cfg.model.pooling)[0]
     pred = Predictor.for_config(chunk_model, cfg, NormStats.from_dict(norm) if norm else None, device="cpu",
                                 batch_size=batch_size, pool=pool, hop_seconds=hop_seconds)
     if pred.chunk_frames != int(meta["chunk_frames"]):

@@ -12,11 +12,12 @@ Scales (never mixed):
 * static runs predict one (valence, arousal) per chunk on the 1-9 scale (the model works on
   ``(y - 5) / 4``; mapped back here). The song value is the mean over chunks; the 2 Hz curve is the
   chunk predictions placed at the chunk centres and linearly interpolated at 0, 0.5, 1.0, ... s.
-  Runs trained with ``model.pooling: attention`` pool the chunk *embeddings* with their fitted
-  :class:`deam_mamba.models.heads.AttentionPool` instead (song value only; the curve stays per chunk).
+  Runs trained with ``model.pooling: attention`` or ``linear`` pool the chunk *embeddings* with their fitted
+  song head (:mod:`deam_mamba.models.heads`) instead (song value only; the curve stays per chunk).
 * quadrant runs predict per chunk the probabilities that valence is positive and arousal high (``axes``
   head: two sigmoids; ``classes`` head: a softmax over Q1..Q4, summed into the two axes); the song's
-  probabilities are their means over chunks and its quadrant follows from them (``axes``: each axis at
+  probabilities are their means over chunks, or with ``model.pooling: linear`` the song head's own
+  probabilities from the chunk embeddings, and its quadrant follows from them (``axes``: each axis at
   0.5; ``classes``: the most probable quadrant). ``valence``/``arousal`` then hold those probabilities
   (``song_scale`` ``"P(positive valence), P(high arousal)"``), and so do the curves.
 * dynamic runs predict ``K = 2 * chunk_seconds`` (valence, arousal) pairs per chunk at the 2 Hz
@@ -76,7 +77,7 @@ class SongPrediction:
     curve_arousal: np.ndarray
     curve_scale: str
     n_chunks: int
-    pooling: str = "mean"  # how the song value was pooled over chunks: "mean" | "attention"
+    pooling: str = "mean"  # how the song value was pooled over chunks: "mean" | "attention" | "linear"
     quadrant: int = 0  # Russell quadrant 1..4 (continuous runs: sign around the scale's midpoint)
     p_valence_positive: float | None = None  # quadrant runs: P(valence positive), mean over chunks
     p_arousal_high: float | None = None  # quadrant runs: P(arousal high), mean over chunks
@@ -113,9 +114,10 @@ class Predictor:
 
     ``model`` maps ``[B, 1, n_mels, chunk_frames]`` to ``[B, 2]`` (static, normalised targets) or
     ``[B, 2 * K]`` / ``[B, K, 2]`` (dynamic, [-1, 1]); ``norm`` is the run's training NormStats
-    (``None``: features are used un-normalised, as a run trained without them). ``pool``: a fitted
-    :class:`deam_mamba.models.heads.AttentionPool` (static runs with ``model.pooling: attention``), used on
-    the chunk embeddings ``model.forward_features``; ``None`` = mean pooling.
+    (``None``: features are used un-normalised, as a run trained without them). ``pool``: a fitted song head
+    of :mod:`deam_mamba.models.heads` (``AttentionPool``: static runs with ``model.pooling: attention``;
+    ``LinearSongHead``: static or quadrant runs with ``model.pooling: linear``), used on the chunk embeddings
+    ``model.forward_features``; ``None`` = mean pooling.
     """
 
     def __init__(self, model: torch.nn.Module | ChunkModel, feature_config: FeatureConfig,
@@ -134,10 +136,11 @@ class Predictor:
         self.device = torch.device(device)
         # a torch module, or any ChunkModel (e.g. the ONNX Runtime session of inference/export.py)
         self.model = model.to(self.device).eval() if isinstance(model, torch.nn.Module) else model
-        if pool is not None and mode != "static":
-            raise DeamError("attention pooling is for static runs; dynamic runs pool their 2 Hz curves")
+        self.pooling = getattr(pool, "kind", "attention") if pool is not None else "mean"
+        if pool is not None and (mode == "dynamic" or (mode == "quadrant" and self.pooling != "linear")):
+            raise DeamError(f"{self.pooling} pooling does not fit mode={mode}: attention pooling is for static runs, "
+                            "linear pooling for static and quadrant runs; dynamic runs pool their 2 Hz curves")
         self.pool = pool.to(self.device).eval() if pool is not None else None
-        self.pooling = "attention" if pool is not None else "mean"
         self.feature_config = feature_config
         self.norm = norm
         self.mode = mode
@@ -252,11 +255,11 @@ class Predictor:
         starts, valid = chunk_layout(n_frames, self.chunk_frames, self.hop_frames, self.align_frames)
         if self.pool is not None:
             emb, raw = self.chunk_embeddings(feats, starts)
-            with torch.no_grad():
-                pooled = self.pool(torch.from_numpy(emb).to(self.device)[None])[0]
-            song_pool = self.scale.from_unit(pooled.float().cpu().numpy()[0, :2].astype(np.float64))
+            with torch.no_grad():  # [1, O]: the song head's outputs, in the chunk head's format
+                pooled = self.pool(torch.from_numpy(emb).to(self.device)[None])[0].float().cpu().numpy()
+            pooled = pooled.astype(np.float64)
             if self.check_finite:
-                checks.check_finite(song_pool, self.checkpoint, source)
+                checks.check_finite(pooled, self.checkpoint, source)
         else:
             raw = self.predict_chunks(feats, starts)
         if self.check_finite:
@@ -270,7 +273,7 @@ class Predictor:
             va = self.scale.from_unit(np.asarray(raw[:, :2], dtype=np.float64))  # [N, 2] on the labels' scale
             va, clipped = checks.clip_to_scale(va, self.scale)  # each chunk onto the declared scale
             if self.pool is not None:
-                song_pool, clipped_pool = checks.clip_to_scale(song_pool, self.scale)
+                song_pool, clipped_pool = checks.clip_to_scale(self.scale.from_unit(pooled[0, :2]), self.scale)
                 clipped = clipped or clipped_pool
             if clipped:
                 flags.add("clipped")
@@ -280,12 +283,13 @@ class Predictor:
             quadrant = _quadrant(song, self.scale.midpoint)
         elif self.mode == "quadrant":
             probs, axes = quadrant_probabilities(raw, self.quadrant_head)  # [N, 4] or None, [N, 2]
-            song = axes.mean(axis=0)
-            p_val, p_aro = float(song[0]), float(song[1])
-            if probs is None:
-                quadrant = _quadrant(song, 0.5)
+            if self.pool is not None:  # the linear song head: its own probabilities ([1, 4] or None, [1, 2])
+                song_probs, song_axes = quadrant_probabilities(pooled, self.pool.task)
+                song, song_probs = song_axes[0], None if song_probs is None else song_probs[0]
             else:
-                quadrant = int(np.argmax(probs.mean(axis=0))) + 1
+                song, song_probs = axes.mean(axis=0), None if probs is None else probs.mean(axis=0)
+            p_val, p_aro = float(song[0]), float(song[1])
+            quadrant = _quadrant(song, 0.5) if song_probs is None else int(np.argmax(song_probs)) + 1
             curve = np.stack([np.interp(grid, centres, axes[:, d]) for d in range(2)], axis=1)
             song_scale = curve_scale = QUADRANT_SCALE
         else:

@@ -29,7 +29,7 @@ from torch import nn
 from deam_mamba.config import Config, config_to_dict
 from deam_mamba.core.errors import CheckpointError
 from deam_mamba.core.io import atomic_path, atomic_write_json, to_json
-from deam_mamba.models.heads import AttentionPool
+from deam_mamba.models.heads import AttentionPool, LinearSongHead
 
 log = logging.getLogger(__name__)
 
@@ -233,34 +233,50 @@ def checkpoint_meta(cfg: Config, norm_stats: Any | None) -> dict[str, str]:
     }
 
 
-# --- attention pools (fitted per backbone step) ---------------------------------------
+# --- song-level heads (attention pool, linear head), fitted per backbone step -------------------
+
+
+SongHead = AttentionPool | LinearSongHead
 
 
 def pool_path(run_dir: str | Path, step: int) -> Path:
-    """The attention pool fitted on the backbone of ``step``: ``checkpoints/pool_stepNNNNNNNN.safetensors``."""
+    """The song-level head fitted on the backbone of ``step``: ``checkpoints/pool_stepNNNNNNNN.safetensors``."""
     return Path(run_dir) / CKPT_DIR / f"{POOL_PREFIX}{_stem(step)}.safetensors"
 
 
-def save_pool(path: Path, pool: AttentionPool, meta: dict[str, Any]) -> None:
-    """Atomically write the pool's tensors and JSON metadata (``dim``, ``hidden``, metrics...)."""
-    info = {"format": POOL_FORMAT, "dim": pool.dim, "num_outputs": pool.num_outputs, "hidden": pool.hidden, **meta}
+def save_pool(path: Path, pool: SongHead, meta: dict[str, Any]) -> None:
+    """Atomically write the head's tensors and JSON metadata (``kind``, ``dim``, its shape, metrics...)."""
+    shape = {"hidden": pool.hidden} if isinstance(pool, AttentionPool) else {"task": pool.task}
+    info = {"format": POOL_FORMAT, "kind": pool.kind, "dim": pool.dim, "num_outputs": pool.num_outputs, **shape,
+            **meta}
     tensors = {k: v.detach().cpu().contiguous() for k, v in pool.state_dict().items()}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={"pool": to_json(info, indent=None),
                                                CHECKSUM_KEY: tensors_sha256(tensors)})
 
 
-def load_pool(path: Path) -> tuple[AttentionPool, dict[str, Any]]:
-    """Inverse of :func:`save_pool`; :class:`CheckpointError` if missing or unreadable."""
+def load_pool(path: Path, kind: str = "attention") -> tuple[SongHead, dict[str, Any]]:
+    """Inverse of :func:`save_pool` for a head of ``kind`` (the run's ``model.pooling``);
+    :class:`CheckpointError` if missing, unreadable or of another kind."""
+    what = f"{kind} pooling head"
     if not path.is_file():
-        raise CheckpointError(f"attention pooling head {path} is missing: the run's config says "
-                              "model.pooling=attention; finish training with `deam-mamba train --resume RUN_DIR` "
-                              "(it fits the head for the best checkpoint), or use --which best")
-    tensors, meta = read_weights(path, "attention pooling head")
+        raise CheckpointError(f"{what} {path} is missing: the run's config says model.pooling={kind}; finish "
+                              "training with `deam-mamba train --resume RUN_DIR` (it fits the head for the best "
+                              "checkpoint), or use --which best")
+    tensors, meta = read_weights(path, what)
     try:
         info = json.loads(meta["pool"])
-        pool = AttentionPool(info["dim"], info["num_outputs"], hidden=info["hidden"])
+        found = info.get("kind", "attention")  # heads saved before linear heads existed are attention pools
+        if found != kind:
+            raise CheckpointError(f"{path} holds a {found} pooling head, but the run's config says "
+                                  f"model.pooling={kind}; refit it with `deam-mamba train --resume RUN_DIR`")
+        if kind == "attention":
+            pool: SongHead = AttentionPool(info["dim"], info["num_outputs"], hidden=info["hidden"])
+        else:
+            pool = LinearSongHead(info["dim"], info["num_outputs"], task=info["task"])
         pool.load_state_dict(tensors, strict=True)
+    except CheckpointError:
+        raise
     except Exception as exc:  # wrong tensors
-        raise CheckpointError(f"cannot read attention pooling head {path}: {exc}") from exc
+        raise CheckpointError(f"cannot read {what} {path}: {exc}") from exc
     return pool.eval(), info

@@ -2,7 +2,7 @@
 
 Reads ``RUN_DIR/config.yaml`` (the resolved config), the ``best`` or ``last`` weights named by
 the checkpoint pointers (:mod:`deam_mamba.runs.checkpoint`), the training normalisation stored in
-the weights' metadata and, for ``model.pooling: attention``, the pool fitted on that backbone.
+the weights' metadata and, for ``model.pooling: attention | linear``, the song head fitted on that backbone.
 """
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ class LoadedRun:
     step: int
     best_metrics: dict[str, float]
     run_dir: Path
-    pool: nn.Module | None = None  # fitted AttentionPool when config.model.pooling == "attention"
+    pool: nn.Module | None = None  # the fitted song-level head when config.model.pooling is not "mean"
     pooling: str = "mean"
     weights: Path | None = None  # the safetensors file the model was loaded from
 
@@ -68,8 +68,8 @@ def load_run(run_dir: str | Path, which: str = "best", device: str | torch.devic
     norm = json.loads(meta.get("norm_stats", "null"))
     model.to(device).eval()
     pool = None
-    if cfg.model.pooling == "attention":
-        pool = load_pool(pool_path(run_dir, int(pointer["step"])))[0].to(device)
+    if cfg.model.pooling != "mean":
+        pool = load_pool(pool_path(run_dir, int(pointer["step"])), cfg.model.pooling)[0].to(device)
     return LoadedRun(
         model=model,
         config=cfg,

@@ -6,8 +6,8 @@ training split only, then loops epochs of AdamW steps over shuffled chunks
 (warm-up + cosine :func:`deam_mamba.train.optim.lr_at`, gradient clipping, optional bf16 autocast on
 CUDA, optional weight averaging ``optim.ema_decay`` whose average is what is validated and saved),
 validates at song level after each epoch (mean over chunks), keeps ``best``/``last`` checkpoints
-and stops early when the validation CCC stalls. With ``model.pooling: attention`` it then fits
-the attention-pooling head on the frozen ``best`` backbone (:mod:`deam_mamba.train.pool`); the chunk
+and stops early when the validation CCC stalls. With ``model.pooling: attention`` or ``linear`` it then
+fits that song-level head on the frozen ``best`` backbone (:mod:`deam_mamba.train.pool`); the chunk
 loop, and so exact resume, is the same either way.
 
 Scales (never mixed): static targets are song means on 1-9, trained as ``(y - 5) / 4`` and mapped
@@ -218,7 +218,7 @@ class TrainResult:
     stopped_early: bool
     seconds: float
     history: list[dict[str, float]] = field(default_factory=list)
-    pooling: dict[str, Any] | None = None  # attention pool summary (model.pooling=attention), else None
+    pooling: dict[str, Any] | None = None  # song head summary (model.pooling attention | linear), else None
 
 
 def train(cfg: Config, run_dir: str | Path, resume: bool = False, argv: list[str] | None = None) -> TrainResult:
@@ -360,8 +360,8 @@ def _train(cfg: Config, run_dir: Path, resume: bool, argv: list[str] | None, inf
         log.warning("no epoch had a finite %s (validation could not score): there is no 'best' checkpoint; "
                     "use the last one (--which last) or fix the validation split", metric_name)
     pool_info = None
-    if cfg.model.pooling == "attention" and info.is_main and st.best_step >= 0:
-        pool_info = fit_for_run(cfg, run_dir, cache, splits, norm, device)  # song-level head, frozen best backbone
+    if cfg.model.pooling != "mean" and info.is_main and st.best_step >= 0:  # song-level head, frozen best backbone
+        pool_info = fit_for_run(cfg, run_dir, cache, splits, norm, device, dataset)
     best = st.best_row()
     seconds = time.time() - t_start
     runlog.finish(best, last_metrics, seconds, st.to_dict())
