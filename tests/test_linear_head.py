@@ -120,7 +120,7 @@ def test_linear_head_saves_and_loads_and_kinds_are_checked(tmp_path):
     assert isinstance(back, LinearSongHead) and info["kind"] == "linear" and info["task"] == "classes"
     emb = torch.randn(2, 4, X.shape[1] // 2)
     assert torch.equal(back(emb)[0], head(emb)[0])
-    with pytest.raises(CheckpointError, match="holds a linear pooling head"):
+    with pytest.raises(CheckpointError, match="is a 'linear' pooling head"):
         ck.load_pool(path, "attention")
     old = tmp_path / "pool_step00000008.safetensors"  # attention pools written before the kind was recorded
     ck.save_pool(old, AttentionPool(8, 2, hidden=4), {})
@@ -192,6 +192,18 @@ def test_quadrant_run_fits_the_linear_head_and_evaluate_predict_use_it(linear_ru
     assert sp.p_arousal_high == pytest.approx(p[0] + p[1], abs=1e-5)
     chunk_p = torch.softmax(torch.from_numpy(raw[:, :4]), 1).numpy().mean(0)
     assert not np.allclose(chunk_p, p, atol=1e-4)  # the head, not the mean of the chunk head, decided
+
+    # a head of another kind (or a damaged file) where the linear head belongs is refitted, not trusted
+    from deam_mamba.data.registry import open_dataset
+    from deam_mamba.train.pool import fit_for_run
+
+    path = ck.pool_path(res.run_dir, best_step)
+    ck.save_pool(path, AttentionPool(run.pool.dim, 4, hidden=4), {})
+    with pytest.raises(CheckpointError, match="is a 'attention' pooling head"):
+        load_run(res.run_dir)
+    again = fit_for_run(cfg, res.run_dir, data.cache, data.splits, run.norm_stats, torch.device("cpu"),
+                        open_dataset(q4.root))
+    assert again == info and ck.load_pool(path, "linear")[1]["C"] == info["C"]
 
     m = evaluate_run(res.run_dir, split="test", out_dir=tmp_path / "ev", bootstrap=20, progress=False)
     assert m["pooling"] == "linear" and 0.0 <= m["quadrants"]["macro_f1"]["value"] <= 1.0

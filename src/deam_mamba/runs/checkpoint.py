@@ -268,7 +268,7 @@ def load_pool(path: Path, kind: str = "attention") -> tuple[SongHead, dict[str, 
         info = json.loads(meta["pool"])
         found = info.get("kind", "attention")  # heads saved before linear heads existed are attention pools
         if found != kind:
-            raise CheckpointError(f"{path} holds a {found} pooling head, but the run's config says "
+            raise CheckpointError(f"{path} is a {found!r} pooling head, but the run's config says "
                                   f"model.pooling={kind}; refit it with `deam-mamba train --resume RUN_DIR`")
         if kind == "attention":
             pool: SongHead = AttentionPool(info["dim"], info["num_outputs"], hidden=info["hidden"])

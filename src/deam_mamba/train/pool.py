@@ -37,7 +37,7 @@ from sklearn.metrics import f1_score
 from sklearn.preprocessing import StandardScaler
 
 from deam_mamba.config import Config
-from deam_mamba.core.errors import ConfigError
+from deam_mamba.core.errors import CheckpointError, ConfigError
 from deam_mamba.core.io import atomic_write_json
 from deam_mamba.evaluation.metrics import ccc
 from deam_mamba.evaluation.scoring import static_truth
@@ -255,9 +255,13 @@ def fit_for_run(cfg: Config, run_dir: str | Path, cache: FeatureCache, splits: d
     step = int(pointer["step"])
     path = pool_path(run_dir, step)
     if path.is_file():
-        info = load_pool(path, kind)[1]
-        log.info("%s pooling head for step %d already fitted (%s)", kind, step, path)
-        return info
+        try:
+            info = load_pool(path, kind)[1]
+        except CheckpointError as exc:  # another kind (model.pooling changed) or damaged: it is derived, refit it
+            log.warning("%s; fitting the %s pooling head again", exc, kind)
+        else:
+            log.info("%s pooling head for step %d already fitted (%s)", kind, step, path)
+            return info
     model = build_model(cfg)
     load_weights(model, weights)
     pred = Predictor.for_config(model, cfg, norm, device=device, batch_size=cfg.train.eval_batch_size)
