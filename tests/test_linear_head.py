@@ -210,3 +210,67 @@ def test_quadrant_run_fits_the_linear_head_and_evaluate_predict_use_it(linear_ru
     wav = next(iter(sorted(q4.tree.rglob("*.mp3"))))
     doc = json.loads(predictions_to_json(predict_paths(res.run_dir, [wav], progress=False)))
     assert doc["pooling"] == "linear" and doc["predictions"][0]["quadrant"] in ("Q1", "Q2", "Q3", "Q4")
+
+
+# --- end to end: a static (valence/arousal) run with a linear song head (ridge) -------------------------
+
+
+@pytest.fixture(scope="module")
+def static_linear_run(synth_corpus, tmp_path_factory):
+    from _inference_helpers import shared_cache
+
+    from deam_mamba.config import load_config
+    from deam_mamba.train.loop import train
+
+    cfg = load_config(TINY_CONFIG, [f"data.root={synth_corpus}", f"data.cache={shared_cache(tmp_path_factory)}",
+                                    "data.split=official2015", "train.epochs=1", "train.progress=false",
+                                    "model.pooling=linear", "model.linear.inner_folds=3",
+                                    "model.linear.c_grid=[0.01, 1.0]"])
+    return cfg, train(cfg, tmp_path_factory.mktemp("lin_static") / "run")
+
+
+@pytest.mark.slow
+def test_static_run_fits_a_ridge_head_and_predict_returns_its_values(static_linear_run, synth_corpus, tmp_path):
+    import pandas as pd
+
+    from deam_mamba.data.deam import DEAMHandler
+    from deam_mamba.evaluation.evaluate import evaluate_run, resolve_run_data
+    from deam_mamba.evaluation.scoring import static_truth
+    from deam_mamba.inference.predictor import Predictor
+    from deam_mamba.runs.run import load_run, read_run_config
+
+    cfg, res = static_linear_run
+    info = res.pooling
+    assert info["task"] == "values" and info["inner_metric"] == "ccc_mean" and info["C"] in (0.01, 1.0)
+    assert info["inner_folds"] == 3 and all(np.isfinite(v) for v in info["inner_scores"].values())
+    run = load_run(res.run_dir)
+    assert isinstance(run.pool, LinearSongHead) and run.pool.task == "values" and run.pool.num_outputs == 2
+
+    # the head's ridge reproduces scikit-learn's on the same song statistics (train + val songs, unit scale)
+    pred = Predictor.from_run(res.run_dir)
+    data = resolve_run_data(read_run_config(res.run_dir), build=False)
+    ids = sorted(set(data.splits["train"]) | set(data.splits["val"]))
+    X, y = [], []
+    for sid in ids:
+        feats = pred.normalise(torch.from_numpy(np.asarray(data.cache.features(sid), dtype=np.float32)))
+        X.append(song_statistics(torch.from_numpy(pred.chunk_embeddings(feats)[0])[None])[0][0].double().numpy())
+        y.append((np.asarray(static_truth(data.cache, sid), np.float64) - 5.0) / 4.0)
+    X, y = np.stack(X), np.stack(y)
+    scaler = StandardScaler().fit(X)
+    ref = Ridge(alpha=1.0 / info["C"]).fit(scaler.transform(X), y)
+    np.testing.assert_allclose(run.pool.head.weight.detach().double().numpy(), ref.coef_, rtol=1e-3, atol=1e-4)
+
+    # predict: the song's valence/arousal are the head's output on the 1-9 scale, not the mean of the chunk head
+    sid = data.splits["val"][0]
+    feats = pred.normalise(torch.from_numpy(np.asarray(data.cache.features(sid), dtype=np.float32)))
+    sp = pred.predict_features(feats)
+    emb, raw = pred.chunk_embeddings(feats)
+    with torch.no_grad():
+        want = run.pool(torch.from_numpy(emb)[None])[0][0].double().numpy() * 4 + 5
+    assert sp.pooling == "linear" and (sp.valence, sp.arousal) == pytest.approx(tuple(want), abs=1e-4)
+    assert not np.allclose(raw[:, :2].mean(axis=0) * 4 + 5, want, atol=1e-4)
+    m = evaluate_run(res.run_dir, split="val", out_dir=tmp_path / "ev", bootstrap=20, progress=False)
+    assert m["pooling"] == "linear"
+    table = {int(r.song_id): r for r in pd.read_csv(tmp_path / "ev" / "predictions.csv").itertuples()}
+    assert table[sid].valence_pred == pytest.approx(sp.valence, abs=1e-3)
+    assert DEAMHandler(synth_corpus).audio_path(sid).is_file()

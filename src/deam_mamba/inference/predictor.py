@@ -79,8 +79,8 @@ class SongPrediction:
     n_chunks: int
     pooling: str = "mean"  # how the song value was pooled over chunks: "mean" | "attention" | "linear"
     quadrant: int = 0  # Russell quadrant 1..4 (continuous runs: sign around the scale's midpoint)
-    p_valence_positive: float | None = None  # quadrant runs: P(valence positive), mean over chunks
-    p_arousal_high: float | None = None  # quadrant runs: P(arousal high), mean over chunks
+    p_valence_positive: float | None = None  # quadrant runs: P(valence positive) (mean over chunks, or the song head's)
+    p_arousal_high: float | None = None  # quadrant runs: P(arousal high) (mean over chunks, or the song head's)
     flags: list[str] = field(default_factory=list)  # see deam_mamba.inference.checks.FLAGS
     feature_shift_z: float | None = None  # checks.feature_shift: mean |z| of the bands vs. training statistics
 
