@@ -274,3 +274,21 @@ def test_static_run_fits_a_ridge_head_and_predict_returns_its_values(static_line
     table = {int(r.song_id): r for r in pd.read_csv(tmp_path / "ev" / "predictions.csv").itertuples()}
     assert table[sid].valence_pred == pytest.approx(sp.valence, abs=1e-3)
     assert DEAMHandler(synth_corpus).audio_path(sid).is_file()
+
+
+@pytest.mark.slow
+def test_onnx_export_of_a_linear_head_run_matches_pytorch(linear_run, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from deam_mamba.cli import main
+    from deam_mamba.inference.files import predict_paths
+
+    q4, _, res = linear_run
+    onnx_path = tmp_path / "model.onnx"
+    assert main(["export", str(res.run_dir), "--onnx", str(onnx_path)]) == 0
+    wavs = sorted(q4.tree.rglob("*.mp3"))[:3]
+    pt = predict_paths(res.run_dir, wavs, progress=False)
+    ox = predict_paths(res.run_dir, wavs, progress=False, backend="onnx", onnx=onnx_path)
+    for a, b in zip(pt.predictions, ox.predictions, strict=True):
+        assert a.pooling == b.pooling == "linear" and a.quadrant == b.quadrant
+        assert (a.p_valence_positive, a.p_arousal_high) == pytest.approx((b.p_valence_positive, b.p_arousal_high),
+                                                                         abs=1e-4)
