@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _inference_helpers import TINY_CONFIG
+from _inference_helpers import TINY_CONFIG, shared_cache
 from _reader_trees import write_4q_from_corpus
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.preprocessing import StandardScaler
@@ -217,8 +217,6 @@ def test_quadrant_run_fits_the_linear_head_and_evaluate_predict_use_it(linear_ru
 
 @pytest.fixture(scope="module")
 def static_linear_run(synth_corpus, tmp_path_factory):
-    from _inference_helpers import shared_cache
-
     from deam_mamba.config import load_config
     from deam_mamba.train.loop import train
 
@@ -230,14 +228,14 @@ def static_linear_run(synth_corpus, tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_static_run_fits_a_ridge_head_and_predict_returns_its_values(static_linear_run, synth_corpus, tmp_path):
+def test_static_run_fits_a_ridge_head_and_predict_returns_its_values(static_linear_run, tmp_path):
     import pandas as pd
 
-    from deam_mamba.data.deam import DEAMHandler
     from deam_mamba.evaluation.evaluate import evaluate_run, resolve_run_data
     from deam_mamba.evaluation.scoring import static_truth
     from deam_mamba.inference.predictor import Predictor
     from deam_mamba.runs.run import load_run, read_run_config
+    from deam_mamba.train.pool import song_bags
 
     cfg, res = static_linear_run
     info = res.pooling
@@ -250,12 +248,8 @@ def test_static_run_fits_a_ridge_head_and_predict_returns_its_values(static_line
     pred = Predictor.from_run(res.run_dir)
     data = resolve_run_data(read_run_config(res.run_dir), build=False)
     ids = sorted(set(data.splits["train"]) | set(data.splits["val"]))
-    X, y = [], []
-    for sid in ids:
-        feats = pred.normalise(torch.from_numpy(np.asarray(data.cache.features(sid), dtype=np.float32)))
-        X.append(song_statistics(torch.from_numpy(pred.chunk_embeddings(feats)[0])[None])[0][0].double().numpy())
-        y.append((np.asarray(static_truth(data.cache, sid), np.float64) - 5.0) / 4.0)
-    X, y = np.stack(X), np.stack(y)
+    X = torch.stack([song_statistics(b[None])[0][0] for b in song_bags(pred, data.cache, ids)]).double().numpy()
+    y = (np.asarray([static_truth(data.cache, sid) for sid in ids], np.float64) - 5.0) / 4.0
     scaler = StandardScaler().fit(X)
     ref = Ridge(alpha=1.0 / info["C"]).fit(scaler.transform(X), y)
     np.testing.assert_allclose(run.pool.head.weight.detach().double().numpy(), ref.coef_, rtol=1e-3, atol=1e-4)
@@ -273,7 +267,6 @@ def test_static_run_fits_a_ridge_head_and_predict_returns_its_values(static_line
     assert m["pooling"] == "linear"
     table = {int(r.song_id): r for r in pd.read_csv(tmp_path / "ev" / "predictions.csv").itertuples()}
     assert table[sid].valence_pred == pytest.approx(sp.valence, abs=1e-3)
-    assert DEAMHandler(synth_corpus).audio_path(sid).is_file()
 
 
 @pytest.mark.slow
