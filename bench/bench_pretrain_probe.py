@@ -12,6 +12,8 @@ same artist-disjoint 5 folds as ``bench_real_4q.py`` (imported from it), so the 
 ``--distill-outputs NAME=RUN`` probes a ``pretrain.objective=distill`` network through its distillation head (its
 per-chunk predictions of the teacher's embedding + tags, pooled the same way); ``--reference musicnn_msd`` probes the
 teacher's own features (``bench_real_4q.py``'s cache) on the same clips and folds, the ceiling distillation aims at.
+``--combine NAME=A+B`` probes the concatenation of the features of jobs ``A`` and ``B`` of this run (checkpoint or
+distill names, ``ref:FEATURE_SET``), e.g. a distilled backbone beside handcrafted features or a second teacher.
 
 The F1 of a linear probe is a cheap stand-in for the curve "F1 against pretraining time": fine-tuning every
 checkpoint on 5 folds costs ~70 CPU minutes each. Results: ``--out`` (JSON, merged by checkpoint name) + ``.md``.
@@ -147,6 +149,9 @@ def main() -> int:
     ap.add_argument("--reference", action="append", default=[], metavar="FEATURE_SET",
                     help=f"also probe a bench_real_4q feature set on the same clips ({', '.join(b4.FEATURE_SETS)}; "
                          "from its --work cache), e.g. musicnn_msd = the teacher itself (repeatable)")
+    ap.add_argument("--combine", action="append", default=[], metavar="NAME=A+B[+...]",
+                    help="also probe the concatenated features of jobs of this run, by name (ref:SET for a "
+                         "--reference), e.g. both=straight24+ref:handcrafted (repeatable)")
     ap.add_argument("--work", type=Path, default=ROOT / "bench" / "_work", help="bench_real_4q's feature caches")
     ap.add_argument("--model", default="mambavision_audio")
     ap.add_argument("--chunk-seconds", type=float, default=4.0)
@@ -161,6 +166,16 @@ def main() -> int:
         ap.error(f"unknown --reference {unknown}; known: {', '.join(b4.FEATURE_SETS)}")
     if not (args.checkpoint or args.distill_outputs or args.reference):
         ap.error("nothing to probe: give --checkpoint, --distill-outputs or --reference")
+    jobs = [("backbone", p) for p in args.checkpoint] + [("distill", p) for p in args.distill_outputs] + \
+        [("reference", f"ref:{r}={r}") for r in args.reference]
+    job_names = [pair.partition("=")[0] for _, pair in jobs]
+    combos = []
+    for c in args.combine:
+        name, _, parts = c.partition("=")
+        if not name or len(parts.split("+")) < 2 or (bad := [x for x in parts.split("+") if x not in job_names]):
+            ap.error(f"--combine {c!r}: expected NAME=A+B with A, B among this run's jobs {job_names}"
+                     + (f" (unknown: {bad})" if parts and "+" in parts else ""))
+        combos.append((name, parts.split("+")))
     if args.threads:
         torch.set_num_threads(args.threads)
     if not args.root.is_dir():
@@ -177,19 +192,22 @@ def main() -> int:
     load = os.getloadavg()
     started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     results: dict[str, Any] = {}
-    jobs = [("backbone", p) for p in args.checkpoint] + [("distill", p) for p in args.distill_outputs] + \
-        [("reference", f"ref:{r}={r}") for r in args.reference]
-    for kind, pair in jobs:
+    embeddings: dict[str, np.ndarray] = {}
+    for kind, pair in jobs + [("combine", f"{n}={'+'.join(parts)}") for n, parts in combos]:
         name, _, source = pair.partition("=")
         t0 = time.perf_counter()
         if kind == "reference":  # a feature set as bench_real_4q computes it (NaN rows: clips it failed on)
             emb = b4.load_features(source, songs, args.work.resolve(), workers=2)["X"]
             info: dict[str, Any] = {"source": f"bench_real_4q {source}: {b4.FEATURE_SETS[source].description}"}
+        elif kind == "combine":  # the features of earlier jobs side by side (each block standardised by the probe)
+            emb = np.concatenate([embeddings[p] for p in source.split("+")], axis=1)
+            info = {"source": f"concatenation of {source.replace('+', ' + ')}"}
         else:
             model, info = (load_distill_outputs(source) if kind == "distill"
                            else load_backbone(args.model, source, args.seed))
             emb = embed_clips(model, cache, ids, args.chunk_seconds, args.hop_seconds)
         embed_s = time.perf_counter() - t0
+        embeddings[name] = emb
         keep = ~np.isnan(emb).any(axis=1)
         key = f"emb_{name}"
         probe = b4.Model((key,), lambda d, k=key: run_probe(d, k), "linear probe")

@@ -77,6 +77,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -228,25 +229,35 @@ MUSICNN_WEIGHTS_ENV = "DEAM_MUSICNN_WEIGHTS"  # set by --musicnn-weights; read i
 _MUSICNN: dict[str, Any] = {}
 
 
-def _musicnn_model() -> Any:
-    """The MusiCNN of ``$DEAM_MUSICNN_WEIGHTS`` (default: ``make musicnn``'s MSD file), loaded once per process."""
-    from deam_mamba.models.musicnn import load_musicnn  # torch: only when this feature set is extracted
+def _musicnn_model(dataset: str = "msd") -> Any:
+    """The MusiCNN trained on ``dataset`` (``msd``: ``$DEAM_MUSICNN_WEIGHTS`` or ``make musicnn``'s MSD file;
+    ``mtt``: ``make musicnn``'s MTT file), loaded once per process."""
+    from deam_mamba.models.musicnn import default_weights, load_musicnn  # torch: only when extracted
 
-    path = os.environ.get(MUSICNN_WEIGHTS_ENV) or None
-    if _MUSICNN.get("path", "unset") != path:
-        _MUSICNN.update(path=path, model=load_musicnn(path))
-    return _MUSICNN["model"]
+    path = (os.environ.get(MUSICNN_WEIGHTS_ENV) or None) if dataset == "msd" else str(default_weights(dataset))
+    if _MUSICNN.get(dataset, {}).get("path", "unset") != path:
+        _MUSICNN[dataset] = {"path": path, "model": load_musicnn(path)}
+    return _MUSICNN[dataset]["model"]
 
 
-def musicnn_stats(wave: np.ndarray, sr: int) -> np.ndarray:
-    """Mono clip ``[T]`` at ``sr`` -> ``[500]``: mean then std over its 3 s patches of MusiCNN's penultimate layer
-    (200) and tag probabilities (50), in that order (the clip resampled to 16 kHz with soxr HQ)."""
+def _weights_tag(name: str) -> str:
+    """Cache-name suffix of a feature set computed with other MusiCNN weights than the default (``--musicnn-weights``),
+    so that features of two networks never share one cache file."""
+    override = os.environ.get(MUSICNN_WEIGHTS_ENV)
+    if name != "musicnn_msd" or not override:
+        return ""
+    return "_w" + hashlib.sha1(str(Path(override).resolve()).encode()).hexdigest()[:8]
+
+
+def musicnn_stats(wave: np.ndarray, sr: int, dataset: str = "msd") -> np.ndarray:
+    """Mono clip ``[T]`` at ``sr`` -> ``[500]``: mean then std over its 3 s patches of the ``dataset`` MusiCNN's
+    penultimate layer (200) and tag probabilities (50), in that order (the clip resampled to 16 kHz with soxr HQ)."""
     import torch
 
     from deam_mamba.models.musicnn import SAMPLE_RATE, musicnn_patches
 
     y = librosa.resample(np.asarray(wave, dtype=np.float32), orig_sr=sr, target_sr=SAMPLE_RATE, res_type="soxr_hq")
-    model = _musicnn_model()
+    model = _musicnn_model(dataset)
     with torch.inference_mode():
         per_patch = model.patch_vectors(musicnn_patches(y)).double().numpy()
     return np.concatenate([per_patch.mean(axis=0), per_patch.std(axis=0)]).astype(np.float32)
@@ -264,6 +275,8 @@ FEATURE_SETS: dict[str, FeatureSet] = {
     "logmel_stats": FeatureSet(logmel_stats, 1, "128-band log-mel mean/std per band + 8 globals (264)"),
     "musicnn_msd": FeatureSet(musicnn_stats, 1, "MusiCNN (MSD) penultimate (200) + taggram (50): mean and std over "
                               "3 s patches (500)"),
+    "musicnn_mtt": FeatureSet(partial(musicnn_stats, dataset="mtt"), 1, "MusiCNN (MagnaTagATune) penultimate (200) + "
+                              "taggram (50): mean and std over 3 s patches (500)"),
 }
 
 
@@ -274,7 +287,7 @@ def load_features(name: str, songs: Songs, work: Path, workers: int) -> dict[str
     up by name, so any order or subset of the songs re-uses it; it is recomputed only if a song is missing.
     """
     fs = FEATURE_SETS[name]
-    cache = work / f"{name}_v{fs.version}_sr{SR}.npz"
+    cache = work / f"{name}_v{fs.version}_sr{SR}{_weights_tag(name)}.npz"
     if cache.is_file():
         z = np.load(cache, allow_pickle=False)
         have = {s: i for i, s in enumerate(z["songs"].tolist())}
