@@ -296,6 +296,13 @@ def load_features(name: str, songs: Songs, work: Path, workers: int) -> dict[str
             reasons = dict(zip(z["fail_songs"].tolist(), z["fail_reasons"].tolist(), strict=True))
             return {"X": z["X"][idx], "failures": {s: reasons[s] for s in songs.names if s in reasons},
                     "seconds": float(z["seconds"]), "cached": True}
+    if name.startswith("musicnn_"):  # missing weights: one clear error here, not a failure per clip in the workers
+        from deam_mamba.core.errors import CheckpointError
+
+        try:
+            _musicnn_model(name.removeprefix("musicnn_"))
+        except CheckpointError as exc:
+            raise SystemExit(f"error: {exc}") from None
     print(f"extracting {name} features of {len(songs.paths)} clips on {workers} worker(s) ...", flush=True)
     t0 = time.perf_counter()
     X, fails = extract_many(songs.paths, sr=SR, workers=workers, progress=True, features=fs.fn)
