@@ -229,24 +229,27 @@ MUSICNN_WEIGHTS_ENV = "DEAM_MUSICNN_WEIGHTS"  # set by --musicnn-weights; read i
 _MUSICNN: dict[str, Any] = {}
 
 
+def _weights_override(dataset: str | None) -> str | None:
+    """``$DEAM_MUSICNN_WEIGHTS`` (``--musicnn-weights``) for the ``msd`` network, the one it replaces; else None."""
+    return (os.environ.get(MUSICNN_WEIGHTS_ENV) or None) if dataset == "msd" else None
+
+
 def _musicnn_model(dataset: str = "msd") -> Any:
-    """The MusiCNN trained on ``dataset`` (``msd``: ``$DEAM_MUSICNN_WEIGHTS`` or ``make musicnn``'s MSD file;
-    ``mtt``: ``make musicnn``'s MTT file), loaded once per process."""
+    """The MusiCNN trained on ``dataset`` (``msd`` or ``mtt``: ``make musicnn``'s files; for ``msd`` the
+    ``--musicnn-weights`` override if set), loaded once per process."""
     from deam_mamba.models.musicnn import default_weights, load_musicnn  # torch: only when extracted
 
-    path = (os.environ.get(MUSICNN_WEIGHTS_ENV) or None) if dataset == "msd" else str(default_weights(dataset))
-    if _MUSICNN.get(dataset, {}).get("path", "unset") != path:
+    path = _weights_override(dataset) or str(default_weights(dataset))
+    if _MUSICNN.get(dataset, {}).get("path") != path:
         _MUSICNN[dataset] = {"path": path, "model": load_musicnn(path)}
     return _MUSICNN[dataset]["model"]
 
 
-def _weights_tag(name: str) -> str:
-    """Cache-name suffix of a feature set computed with other MusiCNN weights than the default (``--musicnn-weights``),
-    so that features of two networks never share one cache file."""
-    override = os.environ.get(MUSICNN_WEIGHTS_ENV)
-    if name != "musicnn_msd" or not override:
-        return ""
-    return "_w" + hashlib.sha1(str(Path(override).resolve()).encode()).hexdigest()[:8]
+def _weights_tag(dataset: str | None) -> str:
+    """Cache-name suffix of MusiCNN features computed with overridden weights, so that features of two networks
+    never share one cache file ("" for the default weights and for other feature sets)."""
+    override = _weights_override(dataset)
+    return "_w" + hashlib.sha1(str(Path(override).resolve()).encode()).hexdigest()[:8] if override else ""
 
 
 def musicnn_stats(wave: np.ndarray, sr: int, dataset: str = "msd") -> np.ndarray:
@@ -287,7 +290,8 @@ def load_features(name: str, songs: Songs, work: Path, workers: int) -> dict[str
     up by name, so any order or subset of the songs re-uses it; it is recomputed only if a song is missing.
     """
     fs = FEATURE_SETS[name]
-    cache = work / f"{name}_v{fs.version}_sr{SR}{_weights_tag(name)}.npz"
+    musicnn = name.removeprefix("musicnn_") if name.startswith("musicnn_") else None  # msd / mtt, None: not MusiCNN
+    cache = work / f"{name}_v{fs.version}_sr{SR}{_weights_tag(musicnn)}.npz"
     if cache.is_file():
         z = np.load(cache, allow_pickle=False)
         have = {s: i for i, s in enumerate(z["songs"].tolist())}
@@ -296,11 +300,11 @@ def load_features(name: str, songs: Songs, work: Path, workers: int) -> dict[str
             reasons = dict(zip(z["fail_songs"].tolist(), z["fail_reasons"].tolist(), strict=True))
             return {"X": z["X"][idx], "failures": {s: reasons[s] for s in songs.names if s in reasons},
                     "seconds": float(z["seconds"]), "cached": True}
-    if name.startswith("musicnn_"):  # missing weights: one clear error here, not a failure per clip in the workers
+    if musicnn is not None:  # missing weights: one clear error here, not a failure per clip in the workers
         from deam_mamba.core.errors import CheckpointError
 
         try:
-            _musicnn_model(name.removeprefix("musicnn_"))
+            _musicnn_model(musicnn)
         except CheckpointError as exc:
             raise SystemExit(f"error: {exc}") from None
     print(f"extracting {name} features of {len(songs.paths)} clips on {workers} worker(s) ...", flush=True)
