@@ -295,3 +295,18 @@ def test_best_is_never_chosen_on_a_nan_validation_score(synth_corpus, tmp_path_f
     assert best["step"] == res.history[1]["step"]  # epoch 1 (NaN) was not chosen
     hist = json.loads((res.run_dir / "train_summary.json").read_text(), parse_constant=lambda c: pytest.fail(c))
     assert hist["best"]["epoch"] == 2
+
+
+def test_progress_bar_redraws_at_tqdms_pace_not_every_step(synth_corpus, tmp_path_factory, monkeypatch, capsys):
+    """With stderr redirected the CLI sets a long TQDM_MININTERVAL; the per-step loss/lr postfix must not force
+    a redraw every step (that wrote one stale ``0/N`` bar per step into logs)."""
+    from deam_mamba.config import load_config
+    from deam_mamba.train import loop
+
+    monkeypatch.setenv("TQDM_MININTERVAL", "1000")
+    cfg = load_config(TINY, _overrides(synth_corpus, shared_cache(tmp_path_factory), "train.epochs=1",
+                                       "train.progress=true"))
+    res = loop.train(cfg, tmp_path_factory.mktemp("progress") / "run")
+    steps = res.history[-1]["step"]
+    draws = capsys.readouterr().err.count("loss=")
+    assert steps >= 10 and draws <= 3, f"{draws} bar redraws for {steps} steps"

@@ -318,7 +318,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, argv: list[str] | None, inf
                 ema.update_parameters(model)
             lv = float(loss.detach())
             st.count_step(lv)
-            bar.set_postfix(loss=f"{lv:.4f}", lr=f"{lr:.2e}")
+            bar.set_postfix(loss=f"{lv:.4f}", lr=f"{lr:.2e}", refresh=False)  # shown at tqdm's own pace (mininterval)
             if st.step % max(1, t.log_every_steps) == 0:
                 runlog.scalars({"train/loss": lv, "train/lr": lr}, st.step)
             done = st.step >= total_steps

@@ -314,7 +314,7 @@ def pretrain(cfg: Config, run_dir: str | Path, resume: bool = False, argv: list[
             opt.step()
             lv = float(loss.detach())
             st.count_step(lv)
-            bar.set_postfix(loss=f"{lv:.4f}", lr=f"{lr:.2e}")
+            bar.set_postfix(loss=f"{lv:.4f}", lr=f"{lr:.2e}", refresh=False)  # shown at tqdm's own pace (mininterval)
             if st.step % max(1, t.log_every_steps) == 0:
                 parts.update(loss=lv, lr=lr)
                 runlog.scalars({f"pretrain/{k}": v for k, v in parts.items()}, st.step)
