@@ -771,16 +771,10 @@ def main() -> int:
     unknown = [m for m in names if m not in MODELS]
     if unknown:
         ap.error(f"unknown model(s) {unknown}; known: {', '.join(MODELS)}")
-    if "musicnn" in names:
-        if args.musicnn_weights is not None:
-            os.environ[MUSICNN_WEIGHTS_ENV] = str(args.musicnn_weights.expanduser().resolve())
-        from deam_mamba.core.errors import CheckpointError
-
-        try:
-            _musicnn_model()
-        except CheckpointError as exc:
-            print(f"error: {exc}", flush=True)
-            return 2
+    if "musicnn" in names and args.musicnn_weights is not None:
+        # the weights are needed (and checked, with one clear error) only when features are extracted: a cached
+        # feature file of these weights (load_features) needs none
+        os.environ[MUSICNN_WEIGHTS_ENV] = str(args.musicnn_weights.expanduser().resolve())
     crossvals = _pairs(args.crossval, "--crossval", ap)
     zero_shots = _pairs(args.zero_shot, "--zero-shot", ap)
     deep = [m.strip() for m in args.train_deep.split(",") if m.strip()]
