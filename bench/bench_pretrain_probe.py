@@ -171,11 +171,13 @@ def main() -> int:
     job_names = [pair.partition("=")[0] for _, pair in jobs]
     combos = []
     for c in args.combine:
-        name, _, parts = c.partition("=")
-        if not name or len(parts.split("+")) < 2 or (bad := [x for x in parts.split("+") if x not in job_names]):
+        name, _, joined = c.partition("=")
+        parts = joined.split("+")
+        bad = [x for x in parts if x not in job_names]
+        if not name or len(parts) < 2 or bad:
             ap.error(f"--combine {c!r}: expected NAME=A+B with A, B among this run's jobs {job_names}"
-                     + (f" (unknown: {bad})" if parts and "+" in parts else ""))
-        combos.append((name, parts.split("+")))
+                     + (f" (unknown: {bad})" if bad else ""))
+        combos.append((name, parts))
     if args.threads:
         torch.set_num_threads(args.threads)
     if not args.root.is_dir():

@@ -26,7 +26,7 @@ cli pretrain --data "$AUDIO" --out "$OUT/pretrain_cost" data.cache="$OUT/cache_p
 cli prepare --data "$ROOT" --cache "$OUT/cache_4q" --no-progress
 pids=()
 for m in resnet18 efficientnet_b0 mambavision_audio; do
-  OMP_NUM_THREADS=3 "$PY" -m deam_mamba.cli crossval --config configs/real_4q.yaml --out "$OUT/cv_$m" \
+  OMP_NUM_THREADS=3 cli crossval --config configs/real_4q.yaml --out "$OUT/cv_$m" \
       data.root="$ROOT" data.cache="$OUT/cache_4q" model.name=$m 'model.kwargs={}' train.device=cuda \
       train.threads=3 data.loader_workers=2 > "$OUT/cv_$m.log" 2>&1 &
   pids+=("$!:$m")
