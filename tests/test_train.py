@@ -298,12 +298,16 @@ def test_best_is_never_chosen_on_a_nan_validation_score(synth_corpus, tmp_path_f
 
 
 def test_progress_bar_redraws_at_tqdms_pace_not_every_step(synth_corpus, tmp_path_factory, monkeypatch, capsys):
-    """With stderr redirected the CLI sets a long TQDM_MININTERVAL; the per-step loss/lr postfix must not force
+    """With stderr redirected the CLI sets a long tqdm mininterval; the per-step loss/lr postfix must not force
     a redraw every step (that wrote one stale ``0/N`` bar per step into logs)."""
+    from functools import partial
+
     from deam_mamba.config import load_config
     from deam_mamba.train import loop
 
-    monkeypatch.setenv("TQDM_MININTERVAL", "1000")
+    # what the CLI's TQDM_MININTERVAL gives (tqdm reads that variable once, at import, so it is set here directly);
+    # maxinterval too, so that tqdm's monitor thread forces no redraw on a slow machine
+    monkeypatch.setattr(loop, "tqdm", partial(loop.tqdm, mininterval=1000, maxinterval=1000))
     cfg = load_config(TINY, _overrides(synth_corpus, shared_cache(tmp_path_factory), "train.epochs=1",
                                        "train.progress=true"))
     res = loop.train(cfg, tmp_path_factory.mktemp("progress") / "run")
