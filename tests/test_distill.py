@@ -16,6 +16,7 @@ from deam_mamba.cli import main
 from deam_mamba.config import config_from_dict, load_config
 from deam_mamba.core.errors import CacheError, ConfigError
 from deam_mamba.data.folders import AudioFolders
+from deam_mamba.features.cache import FeatureCache
 from deam_mamba.inference.files import collect_audio_files
 from deam_mamba.models import musicnn as mn
 from deam_mamba.models.build import build_model
@@ -208,3 +209,46 @@ def test_distill_config_checks() -> None:
         load_config(REPO / "configs/pretrain.yaml", ["pretrain.distill_hidden=-1"])
     assert load_config(REPO / "configs/pretrain.yaml", ["pretrain.objective=mask+distill"]).pretrain.objective == \
         "mask+distill"
+
+
+def test_two_teachers_side_by_side(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``pretrain.teacher=[A, B]``: each teacher gets its own cache beside the run's, a crop's target is A's
+    standardised target then B's, the head predicts both (500 = 2 x 250) and the run records both teachers."""
+    audio = _write_wavs(tmp_path / "audio", n=3, seconds=4.0)
+    a = _teacher(tmp_path / "t" / "musicnn_a.safetensors", seed=0)
+    b = _teacher(tmp_path / "t" / "musicnn_b.safetensors", seed=1)
+    run = tmp_path / "run"
+    base = ["pretrain", "--data", str(audio), "--config", str(REPO / "configs/pretrain.yaml"),
+            f"data.cache={tmp_path / 'cache'}", "train.max_steps=2", "pretrain.objective=distill", *DISTILL]
+    assert main([*base, "--out", str(run), f"pretrain.teacher=[{a}, {b}]"]) == 0
+    meta = json.loads((run / "meta.json").read_text())
+    info = meta["teacher"]
+    assert info["dim"] == 500 and [t["dim"] for t in info["teachers"]] == [250, 250]
+    roots = [Path(t["cache"]) for t in info["teachers"]]
+    assert [r.name.split("-")[0] for r in roots] == ["musicnn_a", "musicnn_b"]
+    assert read_run_config_dict(run)["pretrain"]["teacher"] == [str(a.resolve()), str(b.resolve())]
+    weights = load_file(str(ck.checkpoint_paths(run, "last")[0]))
+    assert weights["distill_head.2.weight"].shape[0] == 500
+
+    cache = FeatureCache(tmp_path / "cache", config_from_dict(read_run_config_dict(run)).features)
+    ta, tb = (dt.TeacherTargets(r, cache.ids) for r in roots)
+    both = dt.ConcatTargets([ta, tb])
+    assert both.ids == ta.ids == tb.ids and len(both.ids) == 3 and both.dim == 500
+    sid = both.ids[0]
+    got = both.crop_target(sid, 0.2, 3.8)
+    np.testing.assert_array_equal(got[:250], ta.crop_target(sid, 0.2, 3.8))
+    np.testing.assert_array_equal(got[250:], tb.crop_target(sid, 0.2, 3.8))
+    assert not np.allclose(got[:250], got[250:])  # two teachers, two targets
+    crops = [(s, 0.2, 3.8) for s in both.ids]
+    fl = both.floors(crops)  # the mean over 500 dims = the mean of each teacher's floor
+    assert fl["corpus_mean"] == pytest.approx((ta.floors(crops)["corpus_mean"] + tb.floors(crops)["corpus_mean"]) / 2)
+
+    # a teacher given twice (or two files sharing a name, hence a cache folder) is one line, before any work
+    twin = _teacher(tmp_path / "t2" / "musicnn_a.safetensors", seed=2)
+    for dup in (f"[{a}, {a}]", f"[{a}, {twin}]"):
+        assert main([*base, "--out", str(tmp_path / "run2"), f"pretrain.teacher={dup}"]) != 0
+        err = capsys.readouterr().err.strip()
+        assert "pretrain.teacher" in err and "musicnn_a" in err and "\n" not in err
+    assert not (tmp_path / "run2").exists()
+    with pytest.raises(ConfigError, match="pretrain.teacher"):
+        load_config(REPO / "configs/pretrain.yaml", ["pretrain.teacher=[]"])

@@ -316,7 +316,8 @@ class PretrainConfig:
     reconstruction losses + ``contrast_weight`` x InfoNCE of their embeddings), ``distill`` (predict a teacher's
     standardised per-crop vector from the pooled features of the unmasked crop through a small head; MSE) or
     ``mask+distill`` (one masked pass: reconstruction loss + ``distill_weight`` x the distillation MSE of that
-    masked crop). ``teacher``: the converted MusiCNN safetensors (None: ``make musicnn``'s MSD file);
+    masked crop). ``teacher``: the converted MusiCNN safetensors (None: ``make musicnn``'s MSD file), or a list of
+    them: the targets are their standardised vectors side by side (e.g. the MSD- and the MTT-trained MusiCNN);
     ``teacher_hop_seconds``: hop between its 3 s patches; ``distill_hidden``: hidden units of the head (0: one
     Linear). See :mod:`deam_mamba.train.distill`.
     ``data``: the audio folders/files (set by ``--data``). See :mod:`deam_mamba.models.pretrain`.
@@ -333,7 +334,7 @@ class PretrainConfig:
     proj_dim: int = 128  # contrast/both: projection head output size
     temperature: float = 0.1  # contrast/both: InfoNCE temperature
     contrast_weight: float = 1.0  # both: weight of the InfoNCE term
-    teacher: str | None = None  # distill: converted MusiCNN .safetensors (None: `make musicnn`'s musicnn_msd)
+    teacher: str | list[str] | None = None  # distill: converted MusiCNN .safetensors, or a list (None: musicnn_msd)
     teacher_hop_seconds: float = 1.5  # distill: hop between the teacher's 3 s patches
     distill_hidden: int = 512  # distill: hidden units of the 2-layer head (0: a single Linear)
     distill_weight: float = 1.0  # mask+distill: weight of the distillation term
@@ -357,8 +358,10 @@ class PretrainConfig:
         if int(self.distill_hidden) < 0 or not float(self.distill_weight) >= 0:
             raise ConfigError(f"pretrain needs distill_hidden >= 0 (0: one Linear) and distill_weight >= 0, got "
                               f"{self.distill_hidden}, {self.distill_weight}")
-        if self.teacher is not None and not str(self.teacher).strip():
-            raise ConfigError("pretrain.teacher is empty: give the converted MusiCNN .safetensors or leave it unset")
+        teachers = [self.teacher] if isinstance(self.teacher, str) else self.teacher
+        if teachers is not None and (not teachers or any(not isinstance(f, str) or not f.strip() for f in teachers)):
+            raise ConfigError(f"pretrain.teacher={self.teacher!r} is empty: give the converted MusiCNN .safetensors "
+                              "(or a list of them, [A, B]) or leave it unset")
         if int(self.decoder_dim) < 1 or int(self.decoder_depth) < 0:
             raise ConfigError(f"pretrain.decoder_dim must be >= 1 and decoder_depth >= 0, got "
                               f"{self.decoder_dim}, {self.decoder_depth}")

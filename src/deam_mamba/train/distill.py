@@ -38,7 +38,7 @@ import torch
 from tqdm.auto import tqdm
 
 from deam_mamba.config import Config
-from deam_mamba.core.errors import CacheError, CheckpointError, DeamError
+from deam_mamba.core.errors import CacheError, CheckpointError, ConfigError, DeamError
 from deam_mamba.core.io import atomic_path, atomic_write_json
 from deam_mamba.data.audio import load_audio
 from deam_mamba.features.cache import file_sha1
@@ -57,13 +57,24 @@ EDGE_TOL_S = 0.5 * FRAME_S
 SAVE_EVERY_S = 10.0
 
 
-def teacher_file(cfg: Config) -> Path:
-    """``pretrain.teacher`` (default: ``make musicnn``'s MSD file); a missing file is a one-line error."""
-    path = Path(cfg.pretrain.teacher).expanduser() if cfg.pretrain.teacher else mn.default_weights("msd")
-    if not path.is_file():
-        raise CheckpointError(f"teacher weights {path} not found: run `make musicnn` once (converts the MusiCNN "
-                              "weights), or set pretrain.teacher=FILE to a converted MusiCNN .safetensors")
-    return path
+def teacher_files(cfg: Config) -> list[Path]:
+    """``pretrain.teacher``: one converted MusiCNN file or a list of them (default: ``make musicnn``'s MSD file);
+    a missing file, or two that would share a teacher cache folder, is a one-line error."""
+    given = cfg.pretrain.teacher
+    names = [given] if isinstance(given, str) else list(given or [])
+    paths = [Path(str(n)).expanduser() for n in names] or [mn.default_weights("msd")]
+    for path in paths:
+        if not path.is_file():
+            raise CheckpointError(f"teacher weights {path} not found: run `make musicnn` once (converts the MusiCNN "
+                                  "weights), or set pretrain.teacher=FILE (or [FILE, FILE]) to converted MusiCNN "
+                                  ".safetensors")
+    stems: dict[str, Path] = {}
+    for path in paths:
+        other = stems.setdefault(path.stem, path)
+        if other is not path:
+            raise ConfigError(f"pretrain.teacher lists {other} and {path}: each teacher's targets are cached under "
+                              "its file name, so give each teacher once, under a name of its own")
+    return paths
 
 
 def hop_frames(hop_seconds: float) -> int:
@@ -228,11 +239,61 @@ class TeacherTargets:
         return self.standardise(self.vectors[song_id].mean(axis=0))
 
     def floors(self, crops: list[tuple[int, float, float]]) -> dict[str, float]:
-        """MSE floors on ``crops`` (``(song id, t0, t1)``): ``corpus_mean`` (predicting 0, the corpus mean; about 1,
-        less as crop targets average patches) and ``song_mean`` (predicting each crop's song mean target)."""
-        t = np.stack([self.crop_target(s, a, b) for s, a, b in crops]).astype(np.float64)
-        song = np.stack([self.song_target(s) for s, _, _ in crops]).astype(np.float64)
-        return {"corpus_mean": float(np.mean(t ** 2)), "song_mean": float(np.mean((t - song) ** 2))}
+        return target_floors(self, crops)
+
+    def info(self) -> dict[str, Any]:
+        """The teacher cache's identity for ``meta.json``."""
+        return {"cache": str(self.root), "sha1": self.teacher_sha1, "dim": self.dim, "patches": self.n_patches,
+                "songs_left_out": len(self.skipped)}
+
+
+class ConcatTargets:
+    """Several teachers side by side (``pretrain.teacher`` a list): a crop's target is the concatenation of each
+    teacher's own standardised target (``dim`` = the sum), so with equal sizes each teacher weighs the same in the
+    MSE. ``ids``: the songs every teacher read (in the first teacher's order); ``skipped``: the others."""
+
+    def __init__(self, parts: list[TeacherTargets]):
+        self.parts = parts
+        common = set.intersection(*(set(p.ids) for p in parts))
+        self.ids = [s for s in parts[0].ids if s in common]
+        self._ids = set(self.ids)
+        if not self.ids:
+            raise CacheError(f"no song was read by all {len(parts)} teachers (see their skipped.csv in "
+                             f"{', '.join(str(p.root) for p in parts)})")
+        seen: dict[int, dict[str, Any]] = {}
+        for p in parts:
+            for row in p.skipped:
+                seen.setdefault(int(row["song_id"]), row)
+        self.skipped = list(seen.values())
+        self.dim = sum(p.dim for p in parts)
+        self.n_patches = sum(len(parts[0].times[s]) for s in self.ids)
+        self.root = ", ".join(str(p.root) for p in parts)
+
+    def __contains__(self, song_id: object) -> bool:
+        return song_id in self._ids
+
+    def crop_target(self, song_id: int, t0: float, t1: float) -> np.ndarray:
+        """``[sum D]`` float32: each teacher's standardised crop target, concatenated."""
+        return np.concatenate([p.crop_target(song_id, t0, t1) for p in self.parts])
+
+    def song_target(self, song_id: int) -> np.ndarray:
+        return np.concatenate([p.song_target(song_id) for p in self.parts])
+
+    def floors(self, crops: list[tuple[int, float, float]]) -> dict[str, float]:
+        return target_floors(self, crops)
+
+    def info(self) -> dict[str, Any]:
+        """Each teacher cache's identity for ``meta.json``, and the concatenated size."""
+        return {"dim": self.dim, "patches": self.n_patches, "songs_left_out": len(self.skipped),
+                "teachers": [p.info() for p in self.parts]}
+
+
+def target_floors(targets: TeacherTargets | ConcatTargets, crops: list[tuple[int, float, float]]) -> dict[str, float]:
+    """MSE floors on ``crops`` (``(song id, t0, t1)``): ``corpus_mean`` (predicting 0, the corpus mean; about 1,
+    less as crop targets average patches) and ``song_mean`` (predicting each crop's song mean target)."""
+    t = np.stack([targets.crop_target(s, a, b) for s, a, b in crops]).astype(np.float64)
+    song = np.stack([targets.song_target(s) for s, _, _ in crops]).astype(np.float64)
+    return {"corpus_mean": float(np.mean(t ** 2)), "song_mean": float(np.mean((t - song) ** 2))}
 
 
 def crop_patches(times: np.ndarray, t0: float, t1: float, tol: float = EDGE_TOL_S) -> np.ndarray:
@@ -246,15 +307,16 @@ def crop_patches(times: np.ndarray, t0: float, t1: float, tol: float = EDGE_TOL_
 
 
 def prepare_teacher(cfg: Config, corpus: Any, ids: list[int], device: torch.device | str = "cpu",
-                    progress: bool = False) -> TeacherTargets:
-    """Build or reuse the teacher cache of ``ids`` beside ``cfg.data.cache`` and load its targets; warns (every run)
-    about songs the teacher could not read, which are left out of distillation."""
-    path = teacher_file(cfg)
-    root = build_teacher_cache(corpus, ids, cfg.data.cache, path, cfg.pretrain.teacher_hop_seconds, device, progress)
-    targets = TeacherTargets(root, ids)
+                    progress: bool = False) -> TeacherTargets | ConcatTargets:
+    """Build or reuse the teacher cache of ``ids`` beside ``cfg.data.cache`` (one per teacher file) and load its
+    targets; warns (every run) about songs a teacher could not read, which are left out of distillation."""
+    parts = [TeacherTargets(build_teacher_cache(corpus, ids, cfg.data.cache, path, cfg.pretrain.teacher_hop_seconds,
+                                                device, progress), ids)
+             for path in teacher_files(cfg)]
+    targets = parts[0] if len(parts) == 1 else ConcatTargets(parts)
     if targets.skipped:
         log.warning("%d of %d songs are left out of distillation: the teacher could not read them (listed with the "
-                    "reasons in %s)", len(targets.skipped), len(ids), root / "skipped.csv")
+                    "reasons in skipped.csv of %s)", len(targets.skipped), len(ids), targets.root)
     chunk = cfg.chunks.chunk_seconds
     if chunk < PATCH_S + hop_frames(cfg.pretrain.teacher_hop_seconds) * FRAME_S:
         log.info("chunks.chunk_seconds=%s is shorter than a teacher patch (%.2f s) + the hop: some crops hold no whole "

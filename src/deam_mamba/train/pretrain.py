@@ -47,7 +47,7 @@ from deam_mamba.models.pretrain import (
 from deam_mamba.runs import checkpoint as ck
 from deam_mamba.runs.log import RunLog
 from deam_mamba.runs.paths import read_run_config_dict, write_run_config
-from deam_mamba.train.distill import TeacherTargets, prepare_teacher, teacher_file
+from deam_mamba.train.distill import ConcatTargets, TeacherTargets, prepare_teacher, teacher_files
 from deam_mamba.train.loop import LoopState, restore_loop
 from deam_mamba.train.optim import lr_at, make_optimizer, set_lr
 
@@ -66,7 +66,7 @@ class CropDataset(Dataset):
     """
 
     def __init__(self, cache: FeatureCache, ids: list[int], chunk_frames: int, hop_frames: int, norm: NormStats,
-                 seed: int = 0, pairs: bool = False, teacher: TeacherTargets | None = None):
+                 seed: int = 0, pairs: bool = False, teacher: TeacherTargets | ConcatTargets | None = None):
         self.cache, self.norm, self.seed, self.pairs = cache, norm, int(seed), bool(pairs)
         self.teacher, self.fps = teacher, float(cache.frames_per_second)
         self.chunk_frames, self.hop_frames = int(chunk_frames), int(hop_frames)
@@ -203,8 +203,7 @@ def distill_floors(ds: CropDataset) -> dict[str, Any]:
     t = ds.teacher
     fl = t.floors([(sid, *ds.span(start, n)) for sid, start, n in ds.items])
     return {"baseline_distill_mse_corpus_mean": fl["corpus_mean"], "baseline_distill_mse_song_mean": fl["song_mean"],
-            "teacher": {"cache": str(t.root), "sha1": t.teacher_sha1, "dim": t.dim, "patches": t.n_patches,
-                        "songs_left_out": len(t.skipped)}}
+            "teacher": t.info()}
 
 
 def crop_frames(cfg: Config) -> tuple[int, int]:
@@ -231,7 +230,8 @@ def pretrain(cfg: Config, run_dir: str | Path, resume: bool = False, argv: list[
         raise ConfigError("no audio to pretrain on: pass --data FOLDER [FOLDER ...]")
     distill = "distill" in cfg.pretrain.objective
     if distill:  # before any audio work; stored absolute so that --resume finds it from anywhere
-        cfg.pretrain.teacher = str(teacher_file(cfg).resolve())
+        paths = [str(p.resolve()) for p in teacher_files(cfg)]
+        cfg.pretrain.teacher = paths[0] if len(paths) == 1 else paths
     t_start = time.time()
     t = cfg.train
     if t.threads:
