@@ -75,6 +75,12 @@ def test_crossval_on_quadrant_data_is_artist_disjoint_and_resumable(q4, tmp_path
     again = run_crossval(TINY_CONFIG, _overrides(q4, tmp_path / "cache"), out_dir=out, folds=3, force=True,
                          progress=False)  # every fold is reused, not retrained
     assert again["per_fold"] == summary["per_fold"]
+    # another --folds (or seed) names other test songs: its fold folders are not reused, before any training
+    for kw in ({"folds": 2}, {"seed": 7}):
+        with pytest.raises(ConfigError, match="fold0 holds a run with data.(folds=3|split_seed=0)"):
+            run_crossval(TINY_CONFIG, _overrides(q4, tmp_path / "cache"), out_dir=out, force=True, progress=False,
+                         **{"folds": 3, **kw})
+    assert json.loads((out / "crossval.json").read_text())["per_fold"] == summary["per_fold"]
 
     # predict with a quadrant run: quadrant and per-axis probabilities beside the values
     song = next(iter(sorted((q4.tree / "Q1").glob("*.mp3")) or sorted(q4.tree.rglob("*.mp3"))))

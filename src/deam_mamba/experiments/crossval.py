@@ -23,6 +23,7 @@ from deam_mamba.core.errors import ConfigError, OutputExistsError
 from deam_mamba.core.io import atomic_write_json, atomic_write_text
 from deam_mamba.data.folds import fold_summary
 from deam_mamba.evaluation.evaluate import evaluate_run
+from deam_mamba.runs.paths import read_run_config_dict
 from deam_mamba.train.loop import train
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,8 @@ def run_crossval(config: str | Path, overrides: Sequence[str] = (), out_dir: str
         raise OutputExistsError(f"{summary_path} exists: this cross-validation is finished; pass --force to "
                                 "redo the summary (finished folds are reused) or choose another --out")
     cfgs = {i: fold_config(config, overrides, folds, i, protocol, seed) for i in chosen}  # validate first
+    for i, cfg in cfgs.items():
+        check_same_split(out / f"fold{i}", cfg)
     rows, seconds = [], []
     for i, cfg in cfgs.items():
         run_dir = out / f"fold{i}"
@@ -106,6 +109,25 @@ def run_crossval(config: str | Path, overrides: Sequence[str] = (), out_dir: str
     atomic_write_json(summary_path, summary)
     atomic_write_text(table_path(out, summary), crossval_markdown(summary))
     return summary
+
+
+SPLIT_KEYS = ("split", "folds", "fold", "fold_protocol", "split_seed")
+
+
+def check_same_split(run_dir: Path, cfg: Config) -> None:
+    """A fold folder that already holds a run is reused only if it was trained on the same split (``data.split``,
+    ``folds``, ``fold``, ``fold_protocol``, ``split_seed``) and model: another ``--folds`` or seed names other
+    songs as the test part, so reusing it would summarise folds of another protocol. One-line ``ConfigError``."""
+    if not (run_dir / "config.yaml").is_file():
+        return
+    old = read_run_config_dict(run_dir)
+    want = {**{f"data.{k}": getattr(cfg.data, k) for k in SPLIT_KEYS}, "model.name": cfg.model.name}
+    have = {**{f"data.{k}": (old.get("data") or {}).get(k) for k in SPLIT_KEYS},
+            "model.name": (old.get("model") or {}).get("name")}
+    diff = [f"{k}={have[k]} (asked: {want[k]})" for k in want if have[k] != want[k]]
+    if diff:
+        raise ConfigError(f"{run_dir} holds a run with {', '.join(diff)}: reusing it would mix in another split; "
+                          "choose another --out, or the same --folds/--protocol/--seed as that run")
 
 
 def _stem(partial: bool) -> str:
