@@ -271,15 +271,21 @@ class FeatureSet:
     fn: Callable[[np.ndarray, int], np.ndarray]
     version: int  # bump when fn changes: invalidates the cache
     description: str
+    musicnn: str | None = None  # the MusiCNN network (msd / mtt) the features come from; None: no MusiCNN
+
+
+def musicnn_set(dataset: str, description: str) -> FeatureSet:
+    """The MusiCNN statistics of the ``dataset`` network: one name, used by the extractor and the cache key."""
+    return FeatureSet(partial(musicnn_stats, dataset=dataset), 1, description, musicnn=dataset)
 
 
 FEATURE_SETS: dict[str, FeatureSet] = {
     "handcrafted": FeatureSet(handcrafted_features, 1, "152 librosa descriptors (deam_mamba.evaluation.handcrafted)"),
     "logmel_stats": FeatureSet(logmel_stats, 1, "128-band log-mel mean/std per band + 8 globals (264)"),
-    "musicnn_msd": FeatureSet(musicnn_stats, 1, "MusiCNN (MSD) penultimate (200) + taggram (50): mean and std over "
-                              "3 s patches (500)"),
-    "musicnn_mtt": FeatureSet(partial(musicnn_stats, dataset="mtt"), 1, "MusiCNN (MagnaTagATune) penultimate (200) + "
-                              "taggram (50): mean and std over 3 s patches (500)"),
+    "musicnn_msd": musicnn_set("msd", "MusiCNN (MSD) penultimate (200) + taggram (50): mean and std over 3 s "
+                                      "patches (500)"),
+    "musicnn_mtt": musicnn_set("mtt", "MusiCNN (MagnaTagATune) penultimate (200) + taggram (50): mean and std over "
+                                      "3 s patches (500)"),
 }
 
 
@@ -290,7 +296,7 @@ def load_features(name: str, songs: Songs, work: Path, workers: int) -> dict[str
     up by name, so any order or subset of the songs re-uses it; it is recomputed only if a song is missing.
     """
     fs = FEATURE_SETS[name]
-    musicnn = name.removeprefix("musicnn_") if name.startswith("musicnn_") else None  # msd / mtt, None: not MusiCNN
+    musicnn = fs.musicnn
     cache = work / f"{name}_v{fs.version}_sr{SR}{_weights_tag(musicnn)}.npz"
     if cache.is_file():
         z = np.load(cache, allow_pickle=False)
