@@ -339,6 +339,11 @@ class PretrainConfig:
     distill_hidden: int = 512  # distill: hidden units of the 2-layer head (0: a single Linear)
     distill_weight: float = 1.0  # mask+distill: weight of the distillation term
 
+    @property
+    def teachers(self) -> list[str]:
+        """``teacher`` as a list: one file, several, or none (``[]``: the default teacher)."""
+        return [self.teacher] if isinstance(self.teacher, str) else list(self.teacher or [])
+
     def __post_init__(self) -> None:
         if int(self.proj_dim) < 1 or not float(self.temperature) > 0 or not float(self.contrast_weight) >= 0:
             raise ConfigError(f"pretrain needs proj_dim >= 1, temperature > 0, contrast_weight >= 0, got "
@@ -358,8 +363,8 @@ class PretrainConfig:
         if int(self.distill_hidden) < 0 or not float(self.distill_weight) >= 0:
             raise ConfigError(f"pretrain needs distill_hidden >= 0 (0: one Linear) and distill_weight >= 0, got "
                               f"{self.distill_hidden}, {self.distill_weight}")
-        teachers = [self.teacher] if isinstance(self.teacher, str) else self.teacher
-        if teachers is not None and (not teachers or any(not isinstance(f, str) or not f.strip() for f in teachers)):
+        if self.teacher is not None and (not self.teachers or any(not isinstance(f, str) or not f.strip()
+                                                                  for f in self.teachers)):
             raise ConfigError(f"pretrain.teacher={self.teacher!r} is empty: give the converted MusiCNN .safetensors "
                               "(or a list of them, [A, B]) or leave it unset")
         if int(self.decoder_dim) < 1 or int(self.decoder_depth) < 0:

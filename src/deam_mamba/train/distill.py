@@ -60,9 +60,7 @@ SAVE_EVERY_S = 10.0
 def teacher_files(cfg: Config) -> list[Path]:
     """``pretrain.teacher``: one converted MusiCNN file or a list of them (default: ``make musicnn``'s MSD file);
     a missing file, or two that would share a teacher cache folder, is a one-line error."""
-    given = cfg.pretrain.teacher
-    names = [given] if isinstance(given, str) else list(given or [])
-    paths = [Path(str(n)).expanduser() for n in names] or [mn.default_weights("msd")]
+    paths = [Path(str(n)).expanduser() for n in cfg.pretrain.teachers] or [mn.default_weights("msd")]
     for path in paths:
         if not path.is_file():
             raise CheckpointError(f"teacher weights {path} not found: run `make musicnn` once (converts the MusiCNN "
